@@ -1,0 +1,108 @@
+"""Optimisers: plain SGD, Adagrad (the paper's, Section 5) and Adam (today's usual choice).
+
+Each one *minimises*: it moves parameters against their gradient. ``step``
+updates the arrays of ``params`` in place (the model's layers see the new
+values) and keeps its state per parameter name, so ``state_dict`` /
+``load_state_dict`` round-trip through a checkpoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS"]
+
+
+class Optimizer:
+    """Base class: ``lr`` and per-name state arrays."""
+
+    def __init__(self, lr):
+        if not lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {lr}.")
+        self.lr = float(lr)
+        self.state: dict[str, np.ndarray] = {}
+        self.t = 0  # steps taken
+
+    def step(self, params, grads):
+        """One update of every array in ``params`` from ``grads`` (same keys)."""
+        self.t += 1
+        for name, p in params.items():
+            self._update(name, p, grads[name])
+
+    def _update(self, name, p, g):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def state_dict(self):
+        """Flat dict of arrays (checkpoint-friendly: no objects)."""
+        d = {f"state.{k}": v for k, v in self.state.items()}
+        d["t"] = np.array(self.t)
+        d["lr"] = np.array(self.lr)
+        return d
+
+    def load_state_dict(self, d):
+        self.t = int(d["t"])
+        self.lr = float(d["lr"])
+        self.state = {k[len("state."):]: np.array(v) for k, v in d.items() if k.startswith("state.")}
+
+
+class SGD(Optimizer):
+    """theta <- theta - lr * g."""
+
+    def _update(self, name, p, g):
+        p -= self.lr * g
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al., 2011), the paper's optimiser.
+
+    G <- G + g^2;  theta <- theta - lr * g / (sqrt(G) + eps).
+    The same update as ``torch.optim.Adagrad`` with its defaults (eps = 1e-10).
+    The paper picks the global step size lr from {0.01, 0.02, 0.1}.
+    """
+
+    def __init__(self, lr=0.01, eps=1e-10):
+        super().__init__(lr)
+        self.eps = float(eps)
+
+    def _update(self, name, p, g):
+        G = self.state.get(name)
+        if G is None:
+            G = self.state[name] = np.zeros_like(p)
+        G += g * g
+        p -= self.lr * g / (np.sqrt(G) + self.eps)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015).
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    theta <- theta - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+    """
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        super().__init__(lr)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def _update(self, name, p, g):
+        if name + ".m" not in self.state:
+            self.state[name + ".m"] = np.zeros_like(p)
+            self.state[name + ".v"] = np.zeros_like(p)
+        m, v = self.state[name + ".m"], self.state[name + ".v"]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * g
+        v *= self.beta2
+        v += (1.0 - self.beta2) * g * g
+        m_hat = m / (1.0 - self.beta1 ** self.t)
+        v_hat = v / (1.0 - self.beta2 ** self.t)
+        p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}
+
+
+def make_optimizer(name, lr):
+    """Build an optimiser by name ("sgd", "adagrad", "adam")."""
+    try:
+        return OPTIMIZERS[name](lr=lr)
+    except KeyError:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, not {name!r}.") from None
