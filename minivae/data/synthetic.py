@@ -69,7 +69,7 @@ __all__ = [
 
 NAME = "digits-synthetic"
 IMAGE_SHAPE = (28, 28)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump whenever the generator changes, so stale caches are not reused."""
 
 # Fonts shipped in matplotlib's mpl-data/fonts/ttf. DejaVu Sans Mono is left
@@ -251,8 +251,10 @@ def _atlas():
     points : ndarray of float64, shape (G, P, 2)
         P points (x, y) spread along each centreline, relative to ``com``;
         their image under a linear map gives the distorted glyph's extent.
+    italic : ndarray of bool, shape (G,)
+        Whether the glyph's face already leans (italic or oblique).
     """
-    coverage, _ = _render_fonts()
+    coverage, fonts = _render_fonts()
     F, _, S, _ = coverage.shape
     # A threshold below one half keeps the hairlines of serif fonts joined.
     skeleton = _thin(coverage.reshape(F * 10, S, S) >= 0.3)  # (10 F, S, S)
@@ -261,7 +263,7 @@ def _atlas():
     skeleton = np.concatenate([skeleton, stroke])  # (G, S, S)
     dist = _edt(skeleton)  # (G, S, S)
 
-    P = 256
+    P = 128
     G = len(skeleton)
     com = np.empty((G, 2))
     points = np.empty((G, P, 2))
@@ -270,7 +272,9 @@ def _atlas():
         com[g] = xs.mean(), ys.mean()
         pick = np.linspace(0, len(xs) - 1, P).round().astype(int)
         points[g] = np.stack([xs[pick], ys[pick]], axis=1) - com[g]
-    return dist, com, points
+    leaning = [any(tag in name for tag in ("Oblique", "Italic", "Ita", "cmti")) for name in fonts]
+    italic = np.append(np.repeat(leaning, 10), False)  # (G,)
+    return dist, com, points, italic
 
 
 # --------------------------------------------------------------------------
@@ -284,7 +288,8 @@ def _draw_params(n, rng):
     Everything random is drawn here, up front, so the images do not depend
     on how the rasterisation is split into chunks.
     """
-    n_glyphs = _atlas()[0].shape[0]
+    italic = _atlas()[3]  # (G,)
+    n_glyphs = len(italic)
     n_fonts = (n_glyphs - 1) // 10
     y = np.arange(n, dtype=np.int64) % 10  # balanced classes ...
     y = y[rng.permutation(n)]  # ... in random order
@@ -292,14 +297,16 @@ def _draw_params(n, rng):
     glyph = rng.integers(0, n_fonts, size=n) * 10 + y  # (N,)
     plain_one = (y == 1) & (rng.random(n) < 0.4)  # two ones in five are a bare stroke
     p["glyph"] = np.where(plain_one, n_glyphs - 1, glyph)
-    p["angle"] = np.deg2rad(np.clip(rng.normal(0.0, 8.0, size=n), -20.0, 20.0))  # rotation
-    # x -= slant * y: the top leans right, as in most hands.
-    p["slant"] = np.clip(rng.normal(0.1, 0.15, size=n), -0.3, 0.45)
+    p["angle"] = np.deg2rad(np.clip(rng.normal(0.0, 5.0, size=n), -12.0, 12.0))  # rotation
+    # x -= slant * y: the top leans right, as in most hands; italic faces
+    # lean already (by about 0.2), so they get less.
+    slant = np.clip(rng.normal(0.1, 0.15, size=n), -0.3, 0.45)
+    p["slant"] = slant - 0.15 * italic[p["glyph"]]
     p["aspect"] = np.exp(rng.normal(0.0, 0.1, size=n))  # width / height
     p["box"] = rng.uniform(17.5, 20.5, size=n)  # longer side of the digit, pixels
     p["shift"] = rng.normal(0.0, 0.4, size=(n, 2))  # centre of mass offset, pixels
     p["pen"] = rng.uniform(1.7, 3.3, size=n)  # stroke width, pixels
-    p["wobble"] = rng.normal(0.0, 0.7, size=(n, 2, 4, 4))  # coarse (x, y) displacement grid, pixels
+    p["wobble"] = rng.normal(0.0, 0.6, size=(n, 2, 4, 4))  # coarse (x, y) displacement grid, pixels
     p["blur"] = rng.uniform(0.0, 0.15, size=n)  # weight of each 4-neighbour in the blur
     return p
 
@@ -322,7 +329,7 @@ def _rasterise(p, sl):
     -------
     X : ndarray of float32, shape (M, 28, 28)
     """
-    field, com, points = _atlas()
+    field, com, points, _ = _atlas()
     S = field.shape[-1]
     H, W = IMAGE_SHAPE
     glyph = p["glyph"][sl]
@@ -340,31 +347,43 @@ def _rasterise(p, sl):
     A[:, 1, 1] = -s * k + c
     # Scale so that the digit's longer side, pen width included, is `box` pixels.
     pts = points[glyph] @ A.transpose(0, 2, 1)  # (M, P, 2)
-    extent = (pts.max(axis=1) - pts.min(axis=1)).max(axis=1)  # (M,) of the centreline
+    pts_min, pts_max = pts.min(axis=1), pts.max(axis=1)  # (M, 2) each
+    extent = (pts_max - pts_min).max(axis=1)  # (M,) longer side of the centreline
     pen = p["pen"][sl]
     scale = (p["box"][sl] - pen) / extent  # image pixels per canvas pixel
-    # Inverse map: image pixel u -> canvas point c_g + (A^-1 / scale) (u - centre - wobble(u)).
-    A_inv = np.linalg.inv(A) / scale[:, None, None]  # (M, 2, 2)
     centre = np.array([(W - 1) / 2.0, (H - 1) / 2.0]) + p["shift"][sl]  # (M, 2)
+    # Centring the mass can push a lopsided digit (a 7) off the frame; move
+    # it back so its box keeps a one-pixel margin.
+    reach = (pen / 2.0 + 1.0)[:, None]  # (M, 1)
+    low = centre + scale[:, None] * pts_min - reach  # (M, 2) top-left corner
+    high = centre + scale[:, None] * pts_max + reach  # (M, 2) bottom-right corner
+    centre = centre + np.maximum(0.0, -low) - np.maximum(0.0, high - [W - 1.0, H - 1.0])
 
+    # Inverse map, image pixel u -> canvas point q:
+    #   q = com + (A^-1 / scale) (u - centre - wobble(u)),
+    # evaluated in float32 (ample for a 64-pixel canvas, and twice as fast).
+    A_inv = (np.linalg.inv(A) / scale[:, None, None]).astype(np.float32)  # (M, 2, 2)
     U_y, U_x = _upsample_matrix(4, H), _upsample_matrix(4, W)
-    wobble = U_y @ p["wobble"][sl] @ U_x.T  # (M, 2, H, W)
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    dx = u - centre[:, 0, None, None] - wobble[:, 0]  # (M, H, W)
-    dy = v - centre[:, 1, None, None] - wobble[:, 1]  # (M, H, W)
-    qx = com[glyph, 0, None, None] + A_inv[:, 0, 0, None, None] * dx + A_inv[:, 0, 1, None, None] * dy
-    qy = com[glyph, 1, None, None] + A_inv[:, 1, 0, None, None] * dx + A_inv[:, 1, 1, None, None] * dy
+    wobble = (U_y @ p["wobble"][sl] @ U_x.T).astype(np.float32)  # (M, 2, H, W)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float32)  # (H, W) each
+    dx = u - centre[:, 0, None, None].astype(np.float32) - wobble[:, 0]  # (M, H, W)
+    dy = v - centre[:, 1, None, None].astype(np.float32) - wobble[:, 1]  # (M, H, W)
+    c_g = com[glyph].astype(np.float32)  # (M, 2)
+    qx = c_g[:, 0, None, None] + A_inv[:, 0, 0, None, None] * dx + A_inv[:, 0, 1, None, None] * dy
+    qy = c_g[:, 1, None, None] + A_inv[:, 1, 0, None, None] * dx + A_inv[:, 1, 1, None, None] * dy
 
     # Bilinear interpolation of the distance field; points off the canvas
     # take the value at its edge, which is background.
-    qx = np.clip(qx, 0.0, S - 1.001).astype(np.float32)
-    qy = np.clip(qy, 0.0, S - 1.001).astype(np.float32)
-    x0, y0 = qx.astype(np.intp), qy.astype(np.intp)  # floor, as q >= 0
+    np.clip(qx, 0.0, S - 1.001, out=qx)
+    np.clip(qy, 0.0, S - 1.001, out=qy)
+    x0, y0 = qx.astype(np.int32), qy.astype(np.int32)  # floor, as q >= 0
     fx, fy = qx - x0, qy - y0
     flat = field.reshape(-1)
-    base = (glyph * S * S)[:, None, None] + y0 * S + x0  # (M, H, W)
-    top = flat[base] + fx * (flat[base + 1] - flat[base])
-    bottom = flat[base + S] + fx * (flat[base + S + 1] - flat[base + S])
+    i00 = (glyph * S * S).astype(np.int32)[:, None, None] + y0 * S + x0  # (M, H, W)
+    f00, f01 = flat[i00], flat[i00 + 1]
+    f10, f11 = flat[i00 + S], flat[i00 + S + 1]
+    top = f00 + fx * (f01 - f00)
+    bottom = f10 + fx * (f11 - f10)
     dist = top + fy * (bottom - top)  # (M, H, W) canvas pixels from the centreline
 
     # Ink within pen / 2 of the centreline, with a one-pixel linear ramp at
@@ -378,7 +397,7 @@ def _rasterise(p, sl):
     pad = np.pad(img, ((0, 0), (1, 1), (1, 1)))
     neigh = pad[:, :-2, 1:-1] + pad[:, 2:, 1:-1] + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]
     img = (img + b * neigh) / (1.0 + 4.0 * b)
-    return img.astype(np.float32)
+    return img  # float32 throughout
 
 
 def make_digits(n, seed=0):
@@ -427,7 +446,7 @@ def cache_path(seed=0, n_train=20000, n_test=5000, cache_dir=None) -> Path:
     """The ``.npz`` file holding both splits for these arguments.
 
     The name encodes the format version, seed and sizes, e.g.
-    ``digits-synthetic-v1-seed0-train20000-test5000.npz``.
+    ``digits-synthetic-v2-seed0-train20000-test5000.npz``.
     """
     folder = Path(cache_dir).expanduser() if cache_dir is not None else user_cache_dir() / NAME
     return folder / f"{NAME}-v{FORMAT_VERSION}-seed{seed}-train{n_train}-test{n_test}.npz"
@@ -516,8 +535,8 @@ def load_digits_synthetic(split="train", seed=0, cache_dir=None, n_train=20000, 
 # --------------------------------------------------------------------------
 
 
-def save_preview(path, n_per_class=10, seed=0):
-    """Save a grid of generated digits, one row per class, as a PNG.
+def save_preview(path, n_per_class=10, seed=0, zoom=2):
+    """Save a grid of generated digits as a PNG: one row per class, 0 at the top.
 
     ``python -m minivae.data.synthetic docs/img/digits-synthetic.png``
     regenerates the picture in the documentation.
@@ -528,6 +547,9 @@ def save_preview(path, n_per_class=10, seed=0):
     n_per_class : int
         Number of columns.
     seed : None, int or np.random.Generator
+    zoom : int
+        Each image pixel becomes a ``zoom x zoom`` block, so the digits can
+        be seen on a screen.
     """
     import matplotlib.pyplot as plt
 
@@ -535,9 +557,10 @@ def save_preview(path, n_per_class=10, seed=0):
     order = np.argsort(y, kind="stable")  # (10 * n_per_class,) grouped by class
     H, W = IMAGE_SHAPE
     tiles = X[order].reshape(10, n_per_class, H, W)
-    pad = np.zeros((10, n_per_class, H + 2, W + 2), np.float32)
-    pad[:, :, 1:-1, 1:-1] = tiles
-    grid = pad.transpose(0, 2, 1, 3).reshape(10 * (H + 2), n_per_class * (W + 2))
+    framed = np.full((10, n_per_class, H + 2, W + 2), 0.25, np.float32)  # grey frame
+    framed[:, :, 1:-1, 1:-1] = tiles
+    grid = framed.transpose(0, 2, 1, 3).reshape(10 * (H + 2), n_per_class * (W + 2))
+    grid = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
