@@ -198,3 +198,12 @@ def test_preview_png_has_one_row_per_class(tmp_path):
     synthetic.save_preview(path, n_per_class=4, zoom=1)
     img = matplotlib.image.imread(path)
     assert img.shape[:2] == (10 * 30, 4 * 30)
+
+
+def test_cache_holding_a_bare_array_is_regenerated(tmp_path):
+    path = cache_path(cache_dir=tmp_path, **SMALL)
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.warns(UserWarning, match="not an .npz archive"):
+        X, _ = load_digits_synthetic("test", cache_dir=tmp_path, **SMALL)
+    assert X.shape == (60, 784)
