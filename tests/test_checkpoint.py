@@ -1,0 +1,79 @@
+"""Checkpoints: round trip, atomic writes, and one clear error for each kind of bad file."""
+
+import numpy as np
+import pytest
+
+from minivae.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from minivae.model import VAE
+from minivae.optim import Adam
+from minivae.utils import CorruptFileError
+
+
+def _save(path, model, opt=None):
+    opt = opt or Adam(0.01)
+    opt.step(model.params, {k: np.ones_like(v) for k, v in model.params.items()})
+    rng = np.random.default_rng(0)
+    save_checkpoint(path, model, opt, {"train": rng.bit_generator.state}, {"samples": [1, 2]},
+                    {"step": 7, "perm": np.arange(5)}, {"seed": 0})
+
+
+def test_round_trip(tmp_path):
+    model = VAE(6, 5, 2, random_state=0)
+    _save(tmp_path / "c.npz", model)
+    other = VAE(6, 5, 2, random_state=1)
+    ck = load_checkpoint(tmp_path / "c.npz", other)
+    for name in model.params:
+        np.testing.assert_array_equal(model.params[name], other.params[name])
+    assert ck["history"] == {"samples": [1, 2]} and int(ck["loop"]["step"]) == 7
+    assert ck["optim_name"] == "Adam" and int(ck["optim"]["t"]) == 1
+    assert np.random.default_rng(0).bit_generator.state == ck["rng_states"]["train"]
+
+
+def test_an_interrupted_write_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    model = VAE(6, 5, 2, random_state=0)
+    _save(path, model)
+    before = path.read_bytes()
+
+    def crash(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _save(path, VAE(6, 5, 2, random_state=5))
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]             # no temporary file left behind
+    load_checkpoint(path, VAE(6, 5, 2))
+
+
+def test_another_architecture_is_refused(tmp_path):
+    _save(tmp_path / "c.npz", VAE(6, 5, 2, random_state=0))
+    with pytest.raises(CheckpointMismatch, match="J is 2 there but 3 here"):
+        load_checkpoint(tmp_path / "c.npz", VAE(6, 5, 3))
+    with pytest.raises(CheckpointMismatch, match="decoder is 'bernoulli' there but 'gaussian' here"):
+        load_checkpoint(tmp_path / "c.npz", VAE(6, 5, 2, decoder="gaussian"))
+
+
+@pytest.mark.parametrize("cut", [10, 0.5, -20])
+def test_truncated_checkpoint_is_refused(tmp_path, cut):
+    path = tmp_path / "c.npz"
+    _save(path, VAE(6, 5, 2, random_state=0))
+    data = path.read_bytes()
+    n = cut if isinstance(cut, int) and cut > 0 else (int(len(data) * cut) if cut < 1 and cut > 0 else len(data) + cut)
+    path.write_bytes(data[:n])
+    with pytest.raises(CorruptFileError, match="corrupt or truncated"):
+        load_checkpoint(path, VAE(6, 5, 2))
+
+
+def test_object_arrays_and_foreign_files_are_refused(tmp_path):
+    bad = tmp_path / "obj.npz"
+    np.savez(bad, format_version=np.array(1), x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(CorruptFileError, match="refuses to unpickle|corrupt"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, w=np.zeros(3))
+    with pytest.raises(CorruptFileError, match="not a minivae checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.npz")
