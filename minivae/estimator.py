@@ -1,6 +1,8 @@
 """The SGVB estimators of AEVB and every piece they are made of, with gradients.
 
-Equation numbers refer to arXiv:1312.6114v10 (see ``docs/paper-map.md``).
+Equation numbers refer to arXiv:1312.6114v10 (see ``docs/paper-map.md``):
+eq. 6 is estimator A, eq. 7 estimator B, eq. 8 the minibatch form, eq. 10 the
+Gaussian-encoder estimator of Section 3.
 
 Sign and scale, stated once for the whole package: the model *minimises*
 
@@ -43,7 +45,7 @@ __all__ = [
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-# --- reparameterisation (Section 2.4, eq. 4; Section 3) ---------------------
+# --- reparameterisation (Section 2.4; the Gaussian case of eq. 10) ----------
 
 def reparameterize(mu, log_var, eps):
     """z = mu + sigma * eps with sigma = exp(log_var / 2).

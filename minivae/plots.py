@@ -149,6 +149,29 @@ def _as_curve(history, key, n):
     return values
 
 
+def _focus_y(ax, shown):
+    """Fit the y range to the later half of the run (on the log axis), as the paper's figures do.
+
+    The first few optimiser steps can dip hundreds or thousands of nats below
+    where the run settles; letting them set the range would flatten the part
+    of the curve worth reading. Earlier points outside the range are clipped
+    and a note on the axes says so.
+    """
+    if not shown:
+        return
+    s = np.concatenate([a for a, _ in shown])
+    v = np.concatenate([b for _, b in shown])
+    middle = np.sqrt(s.min() * s.max())                  # halfway along the log axis
+    late = v[s >= middle]
+    lo, hi = float(late.min()), float(late.max())
+    pad = 0.08 * max(hi - lo, 1.0)
+    lo, hi = lo - pad, hi + pad
+    if v.min() < lo or v.max() > hi:
+        ax.set_ylim(lo, hi)
+        ax.text(0.01, 0.01, "earlier points outside this range are clipped", transform=ax.transAxes,
+                fontsize=7, color="0.4", va="bottom")
+
+
 def plot_bound(history, path=None, title=None):
     """The paper's Figure 2: lower bound per datapoint against training samples evaluated.
 
@@ -182,6 +205,7 @@ def plot_bound(history, path=None, title=None):
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     colours = [f"C{i % 10}" for i in range(len(runs))]
+    shown = []  # (samples, values) of every plotted point, for the y range
     for run, colour in zip(runs, colours):
         if "samples" not in run or "train_elbo" not in run:
             raise ValueError(f"each history needs 'samples' and 'train_elbo'; got keys {sorted(run)}.")
@@ -200,7 +224,9 @@ def plot_bound(history, path=None, title=None):
             # Markers only when the curve has few points (e.g. a test set evaluated rarely).
             marker = "o" if keep.sum() <= 30 else None
             ax.plot(samples[keep], values[keep], style, color=colour, marker=marker, markersize=3, label=label)
+            shown.append((samples[keep], values[keep]))
     ax.set_xscale("log")
+    _focus_y(ax, shown)
     ax.set_xlabel("training samples evaluated")
     ax.set_ylabel("lower bound per datapoint (nats)")
     ax.grid(True, which="major", alpha=0.4)
