@@ -295,8 +295,8 @@ def test_plot_bound_range_follows_the_late_part_of_the_run():
     h = {"samples": [100, 200, 1000, 10000, 100000, 600000],
          "train_elbo": [-550.0, -3100.0, -250.0, -210.0, -160.0, -127.0],
          "test_elbo": [-550.0, -3100.0, -250.0, -209.0, -159.0, -126.0]}
-    lo, hi = plot_bound(h).axes[0].get_ylim()
+    lo, hi = plots.plot_bound(h).axes[0].get_ylim()
     assert -300 < lo < -210 and -127 < hi < -100, (lo, hi)
     flat = {"samples": [10, 100], "train_elbo": [-100.0, -99.0]}
-    lo, hi = plot_bound(flat).axes[0].get_ylim()
+    lo, hi = plots.plot_bound(flat).axes[0].get_ylim()
     assert lo <= -100 and hi >= -99                          # nothing clipped when nothing is far off
