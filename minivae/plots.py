@@ -154,8 +154,8 @@ def _focus_y(ax, shown):
 
     The first few optimiser steps can dip hundreds or thousands of nats below
     where the run settles; letting them set the range would flatten the part
-    of the curve worth reading. Earlier points outside the range are clipped
-    and a note on the axes says so.
+    of the curve worth reading. When the whole curve spans more than three times that range, earlier
+    points outside it are clipped and a note on the axes says so.
     """
     if not shown:
         return
@@ -166,7 +166,7 @@ def _focus_y(ax, shown):
     lo, hi = float(late.min()), float(late.max())
     pad = 0.08 * max(hi - lo, 1.0)
     lo, hi = lo - pad, hi + pad
-    if v.min() < lo or v.max() > hi:
+    if v.max() - v.min() > 3.0 * (hi - lo):                 # only when early points are far off
         ax.set_ylim(lo, hi)
         ax.text(0.01, 0.01, "earlier points outside this range are clipped", transform=ax.transAxes,
                 fontsize=7, color="0.4", va="bottom")
