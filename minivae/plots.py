@@ -164,7 +164,7 @@ def _focus_y(ax, shown):
     middle = np.sqrt(s.min() * s.max())                  # halfway along the log axis
     late = v[s >= middle]
     lo, hi = float(late.min()), float(late.max())
-    pad = 0.08 * max(hi - lo, 1.0)
+    pad = max(0.08 * (hi - lo), 0.01 * abs(hi) + 0.5)
     lo, hi = lo - pad, hi + pad
     if v.max() - v.min() > 3.0 * (hi - lo):                 # only when early points are far off
         ax.set_ylim(lo, hi)
