@@ -15,6 +15,12 @@ One training step, in the notation of the paper (shapes inline)::
 and backward is the same chain read in reverse; where two paths meet (the
 gradient reaching ``mu`` comes through ``z`` and through the KL) the sum is
 written out.
+
+That is the NumPy path (backend ``"numpy"``). Under the default backend
+``"numba"`` (see :mod:`minivae.backend`), :meth:`VAE.loss_and_grads` hands the
+same step to its fast twin at the end of this module, which computes the same
+numbers with fused kernels and reused buffers; a reader of the paper can stop
+before that section.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import estimator as est
-from .layers import Linear, Sigmoid, mlp, sigmoid
+from .backend import get_backend
+from .layers import ACTIVATIONS, Linear, Sigmoid, mlp, sigmoid
 from .utils import as_generator, check_matrix
 
 __all__ = ["GaussianEncoder", "BernoulliDecoder", "GaussianDecoder", "VAE"]
@@ -317,6 +324,8 @@ class VAE:
         elbo : ndarray, shape (M,)
             The per-datapoint bound estimates (the reported quantity).
         """
+        if get_backend() == "numba":
+            return _numba_loss_and_grads(self, x, eps, estimator, n_data)
         x = self.check_x(x)
         eps = self.check_eps(eps, len(x))
         L, M, J = eps.shape
@@ -378,3 +387,167 @@ class VAE:
         c = self.config
         return (f"VAE(D={c['D']}, H={tuple(c['H'])}, J={c['J']}, decoder={c['decoder']!r}, "
                 f"dtype={c['dtype']!r}, params={self.n_params()})")
+
+
+# --- the fast twin of VAE.loss_and_grads (backend "numba") --------------------------------
+#
+# The same step as above, in the same order, with three differences: the
+# elementwise work between the matrix products runs in fused kernels from
+# minivae.kernels; every product writes into a buffer allocated once per
+# minibatch shape (np.matmul(..., out=...), transposes as views); and mu and
+# log_var come from one product with [W_mu | W_lv]. Parameters and gradients
+# are the layers' own arrays, read and written in place.
+
+_ACT_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
+_KEEP_WORKSPACES = 4   # minibatch shapes kept per model (training, a last short batch, evaluation, ...)
+
+
+def _kernels():
+    from . import kernels  # imported on first use: `import minivae` does not load numba
+    return kernels
+
+
+def _linear_act_pairs(trunk):
+    """[(Linear, activation code), ...] of a Sequential built by :func:`minivae.layers.mlp`."""
+    K = _kernels()
+    layers = trunk.layers
+    return [(layers[i], K.ACT_CODES[_ACT_NAMES[type(layers[i + 1])]]) for i in range(0, len(layers), 2)]
+
+
+class _Workspace:
+    """Every array one fast step writes, for one minibatch shape (M, L); allocated once."""
+
+    def __init__(self, model, M, L):
+        R, D, J, hs = L * M, model.D, model.J, model.H
+        new = lambda *shape: np.empty(shape, dtype=model.dtype)  # noqa: E731
+        last = hs[-1] if hs else D                       # what the encoder heads see
+        self.x = new(M, D)                               # x in the model's dtype, when it is not already
+        self.enc_a, self.enc_h = [new(M, h) for h in hs], [new(M, h) for h in hs]
+        self.enc_dh, self.enc_da = [new(M, h) for h in hs], [new(M, h) for h in hs]
+        self.W_heads, self.gW_heads = new(last, 2 * J), new(last, 2 * J)
+        self.heads, self.dheads = new(M, 2 * J), new(M, 2 * J)   # [mu | log_var], [dmu | dlog_var]
+        self.kl, self.log_ratio = new(M), new(R)
+        self.z, self.dz = new(R, J), new(R, J)
+        self.dec_a, self.dec_h = [new(R, h) for h in hs], [new(R, h) for h in hs]
+        self.dec_dh, self.dec_da = [new(R, h) for h in hs], [new(R, h) for h in hs]
+        self.out_a, self.out_da, self.ll = new(R, D), new(R, D), new(R)
+        if model.decoder.kind == "gaussian":
+            self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
+            self.dh_tmp = new(R, hs[-1] if hs else J)
+
+
+def _workspace(model, M, L):
+    cache = model.__dict__.setdefault("_numba_workspaces", {})
+    ws = cache.pop((M, L), None)
+    if ws is None:
+        ws = _Workspace(model, M, L)
+        while len(cache) >= _KEEP_WORKSPACES:
+            cache.pop(next(iter(cache)))                 # the least recently used
+    cache[(M, L)] = ws                                   # re-inserted: now the most recent
+    return ws
+
+
+def _numba_x(model, x):
+    """The checks of :meth:`VAE.check_x` without temporaries; on any doubt, the readable check."""
+    if isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype.kind == "f" and x.shape[1] == model.D and len(x):
+        lo, hi = (0.0, 1.0) if model.decoder.support == "unit" else (-np.inf, np.inf)
+        if _kernels().count_bad(x if x.flags.c_contiguous else np.ascontiguousarray(x), lo, hi) == 0:
+            return x
+    return model.check_x(x)  # raises the one-sentence error of the NumPy path
+
+
+def _numba_loss_and_grads(model, x, eps, estimator, n_data):
+    """:meth:`VAE.loss_and_grads` with fused kernels and reused buffers: same arguments, same results."""
+    K = _kernels()
+    if estimator not in ("A", "B"):
+        raise ValueError(f"estimator must be 'A' or 'B', not {estimator!r}.")
+    x = _numba_x(model, x)
+    eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
+    L, M, J = eps.shape
+    ws = _workspace(model, M, L)
+    if x.dtype != model.dtype or not x.flags.c_contiguous:
+        np.copyto(ws.x, x)
+        x = ws.x
+    enc, dec = model.encoder, model.decoder
+    enc_layers, dec_layers = _linear_act_pairs(enc.trunk), _linear_act_pairs(dec.trunk)
+    dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
+    w = dout / L                                          # d loss / d log p(x|z_l) for every l
+
+    # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
+    inp = x
+    for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
+        np.matmul(inp, lin.params["W"], out=a)           # (M, H)
+        K.bias_act(a, lin.params["b"], act, h)
+        inp = h
+    h_enc = inp
+    np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
+    np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
+    np.matmul(h_enc, ws.W_heads, out=ws.heads)           # (M, 2J)
+    K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, ws.z, ws.kl, ws.log_ratio)
+
+    # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
+    inp = ws.z
+    for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
+        np.matmul(inp, lin.params["W"], out=a)           # (L*M, H)
+        K.bias_act(a, lin.params["b"], act, h)
+        inp = h
+    h_dec = inp
+    dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
+    if dec.kind == "bernoulli":
+        lin = dec.logits
+        np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
+        K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
+        np.matmul(h_dec.T, ws.out_da, out=lin.grads["W"])
+        np.matmul(ws.out_da, lin.params["W"].T, out=dh)
+    else:
+        m_lin, v_lin = dec.mean_layer, dec.log_var
+        np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
+        np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
+        K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
+                        ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
+        np.matmul(h_dec.T, ws.out_da, out=m_lin.grads["W"])
+        np.matmul(h_dec.T, ws.out_da2, out=v_lin.grads["W"])
+        np.matmul(ws.out_da, m_lin.params["W"].T, out=dh)
+        np.matmul(ws.out_da2, v_lin.params["W"].T, out=ws.dh_tmp)
+        dh += ws.dh_tmp                                  # two paths meet at h
+
+    # decoder trunk, backward
+    for k in reversed(range(len(dec_layers))):
+        lin, act = dec_layers[k]
+        K.bias_act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
+        np.matmul((ws.dec_h[k - 1] if k else ws.z).T, ws.dec_da[k], out=lin.grads["W"])
+        np.matmul(ws.dec_da[k], lin.params["W"].T, out=ws.dec_dh[k - 1] if k else ws.dz)
+
+    # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
+    K.reparameterize_kl_backward(ws.dz, eps, ws.heads, ws.z, dout, w, estimator == "A",
+                                 ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
+    np.matmul(h_enc.T, ws.dheads, out=ws.gW_heads)       # (H, 2J)
+    np.copyto(enc.mu.grads["W"], ws.gW_heads[:, :J])
+    np.copyto(enc.log_var.grads["W"], ws.gW_heads[:, J:])
+    if enc_layers:
+        np.matmul(ws.dheads, ws.W_heads.T, out=ws.enc_dh[-1])   # both heads meet at h
+    for k in reversed(range(len(enc_layers))):
+        lin, act = enc_layers[k]
+        K.bias_act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
+        np.matmul((ws.enc_h[k - 1] if k else x).T, ws.enc_da[k], out=lin.grads["W"])
+        if k:                                            # no gradient for the data
+            np.matmul(ws.enc_da[k], lin.params["W"].T, out=ws.enc_dh[k - 1])
+
+    ll = ws.ll.reshape(L, M)
+    if estimator == "B":
+        elbo = -ws.kl + np.mean(ll, axis=0)               # (M,), a new array: the caller may keep it
+    else:
+        elbo = np.mean(ll + ws.log_ratio.reshape(L, M), axis=0)
+    loss = -float(np.mean(elbo))
+    if n_data is not None:
+        n = model.dtype.type(n_data)
+        sum_sq = 0.0
+        for name, p in model.params.items():
+            g = model.grads[name]
+            if p.flags.c_contiguous and g.flags.c_contiguous and p.dtype == g.dtype:
+                sum_sq += K.weight_decay(g.reshape(-1), p.reshape(-1), n)
+            else:
+                g += p / n
+                sum_sq += float(np.sum(p * p))
+        loss -= (-0.5 * sum_sq) / n_data
+    return loss, elbo

@@ -4,11 +4,18 @@ Each one *minimises*: it moves parameters against their gradient. ``step``
 updates the arrays of ``params`` in place (the model's layers see the new
 values) and keeps its state per parameter name, so ``state_dict`` /
 ``load_state_dict`` round-trip through a checkpoint.
+
+Under the default backend ``"numba"`` (see :mod:`minivae.backend`) each
+update runs as one fused in-place pass per parameter
+(:func:`minivae.kernels.adagrad_step` and its siblings), with the same
+arithmetic in the same order as the ``_update`` written out below.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .backend import get_backend
 
 __all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS"]
 
@@ -26,11 +33,23 @@ class Optimizer:
     def step(self, params, grads):
         """One update of every array in ``params`` from ``grads`` (same keys)."""
         self.t += 1
+        fast = get_backend() == "numba"
         for name, p in params.items():
-            self._update(name, p, grads[name])
+            if not (fast and self._update_fast(name, p, grads[name])):
+                self._update(name, p, grads[name])
 
     def _update(self, name, p, g):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _update_fast(self, name, p, g):
+        """The same update in one jitted pass; returns False (nothing done) if it cannot run it."""
+        return False
+
+    def _slot(self, key, p):
+        """The state array ``key`` (zeros like p at first use)."""
+        if key not in self.state:
+            self.state[key] = np.zeros_like(p)
+        return self.state[key]
 
     def state_dict(self):
         """Flat dict of arrays (checkpoint-friendly: no objects)."""
@@ -51,6 +70,12 @@ class SGD(Optimizer):
     def _update(self, name, p, g):
         p -= self.lr * g
 
+    def _update_fast(self, name, p, g):
+        if not _flat_ok(p, g):
+            return False
+        _kernels().sgd_step(p.reshape(-1), g.reshape(-1), p.dtype.type(self.lr))
+        return True
+
 
 class Adagrad(Optimizer):
     """Adagrad (Duchi et al., 2011), the paper's optimiser.
@@ -65,11 +90,17 @@ class Adagrad(Optimizer):
         self.eps = float(eps)
 
     def _update(self, name, p, g):
-        G = self.state.get(name)
-        if G is None:
-            G = self.state[name] = np.zeros_like(p)
+        G = self._slot(name, p)
         G += g * g
         p -= self.lr * g / (np.sqrt(G) + self.eps)
+
+    def _update_fast(self, name, p, g):
+        G = self._slot(name, p)
+        if not _flat_ok(p, g, G):
+            return False
+        f = p.dtype.type
+        _kernels().adagrad_step(p.reshape(-1), g.reshape(-1), G.reshape(-1), f(self.lr), f(self.eps))
+        return True
 
 
 class Adam(Optimizer):
@@ -84,10 +115,7 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def _update(self, name, p, g):
-        if name + ".m" not in self.state:
-            self.state[name + ".m"] = np.zeros_like(p)
-            self.state[name + ".v"] = np.zeros_like(p)
-        m, v = self.state[name + ".m"], self.state[name + ".v"]
+        m, v = self._slot(name + ".m", p), self._slot(name + ".v", p)
         m *= self.beta1
         m += (1.0 - self.beta1) * g
         v *= self.beta2
@@ -95,6 +123,27 @@ class Adam(Optimizer):
         m_hat = m / (1.0 - self.beta1 ** self.t)
         v_hat = v / (1.0 - self.beta2 ** self.t)
         p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def _update_fast(self, name, p, g):
+        m, v = self._slot(name + ".m", p), self._slot(name + ".v", p)
+        if not _flat_ok(p, g, m, v):
+            return False
+        f = p.dtype.type
+        _kernels().adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), f(self.lr),
+                             f(self.beta1), f(self.beta2), f(1.0 - self.beta1), f(1.0 - self.beta2),
+                             f(1.0 - self.beta1 ** self.t), f(1.0 - self.beta2 ** self.t), f(self.eps))
+        return True
+
+
+def _kernels():
+    from . import kernels  # imported on first use: `import minivae` does not load numba
+    return kernels
+
+
+def _flat_ok(p, *others):
+    """True if p and the others are C-contiguous float arrays of one dtype and shape (flat views are possible)."""
+    return (p.dtype.kind == "f" and p.flags.c_contiguous
+            and all(a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous for a in others))
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}

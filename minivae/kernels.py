@@ -1,0 +1,847 @@
+"""Numba kernels for one training step, each with a NumPy twin of the same signature.
+
+The readable code is in :mod:`minivae.layers`, :mod:`minivae.estimator`,
+:mod:`minivae.model` and :mod:`minivae.optim`; this module is its fast twin
+(STYLE.md, habit 7). Each jitted kernel ``k`` has a reference ``k_numpy``
+built from the readable functions, with the same arguments and the same
+effect, and ``TWINS`` pairs them for the tests (``tests/test_kernels.py``).
+The kernels know nothing of the model: they take arrays and write into
+arrays the caller owns, so a training step allocates nothing large. They
+draw no random numbers: ``eps`` always comes from outside.
+
+What is fused (one pass over the data each):
+
+- ``bias_act``: bias add and activation, ``a += b; h = act(a)``.
+- ``bias_act_backward``: activation derivative and the bias gradient (column sum).
+- ``bernoulli_head``: bias add, log p(x|z) from the logits and its gradient,
+  and the bias gradient (Appendix C.1); exact for any logit, no clipping.
+- ``gaussian_head``: the same for the Gaussian decoder (Appendix C.2).
+- ``reparameterize_kl``: the encoder heads' bias, z = mu + sigma * eps, the
+  analytic KL (Appendix B) and log p(z) - log q(z|x) (estimator A).
+- ``reparameterize_kl_backward``: dz through the reparameterisation, plus the
+  KL (estimator B) or log p(z) - log q(z|x) (estimator A) terms, and the
+  heads' bias gradients.
+- ``weight_decay``: adds the N(0, I) parameter prior's gradient, returns sum p^2.
+- ``sgd_step``, ``adagrad_step``, ``adam_step``: in-place updates, one pass.
+- ``count_bad``: finite and in-range data check without a temporary.
+
+Matrix products are *not* jitted: the model calls NumPy's BLAS (OpenBLAS
+here) as ``np.matmul(a, b, out=buffer)``, with transposes passed as views
+(``h.T``), which BLAS reads without a copy. A jitted triple loop is several
+times slower than OpenBLAS's blocked, vectorised GEMM on every shape of the
+MNIST model; ``np.dot`` inside Numba would call SciPy's second copy of
+OpenBLAS and its own thread pool. The products are the floor of a step (see
+``docs/performance.md``); everything else is in the kernels below.
+
+Transcendental functions: without Intel SVML, Numba calls the scalar libm
+``tanh``/``exp``/``log1p``, which are 10-40x slower than NumPy's SIMD loops.
+``exp_``, ``tanh_`` and ``log1p_unit`` here are written with arithmetic only
+(Cody-Waite range reduction and polynomials, fdlibm's log coefficients) so
+LLVM vectorises them; they are within a few ulp of NumPy in float64 (tested).
+All elementwise arithmetic is done in float64 and stored in the array's
+dtype, so a float32 model's kernels are at least as accurate as the float32
+NumPy path (to about 1e-6 relative, not bit for bit).
+
+Parallelism: kernels over (rows, columns) split the *columns* into fixed
+blocks (``prange``), so a column sum adds its rows in order, exactly as
+``a.sum(axis=0)`` does, and results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import estimator as est
+from .layers import relu_backward, sigmoid, sigmoid_backward, softplus, softplus_backward, tanh_backward
+
+try:  # numba is a dependency; without it the kernels still run, as (slow) Python
+    import numba
+    from numba import njit, prange
+    _DISABLE_JIT = bool(numba.config.DISABLE_JIT)
+except ImportError:  # pragma: no cover - exercised only without numba
+    numba = None
+    _DISABLE_JIT = True
+    prange = range
+
+    def njit(*args, **kwargs):
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda f: f
+
+__all__ = [
+    "ACT_CODES", "TWINS", "JIT_ENABLED",
+    "bias_act", "bias_act_backward", "bernoulli_head", "gaussian_head",
+    "reparameterize_kl", "reparameterize_kl_backward", "weight_decay",
+    "sgd_step", "adagrad_step", "adam_step", "count_bad",
+    "exp_", "tanh_", "log1p_unit", "exp_array", "tanh_array", "log1p_unit_array",
+]
+
+JIT_ENABLED = not _DISABLE_JIT
+
+# cache: compiled code is kept on disk; error_model="numpy": a / 0 gives inf
+# instead of raising, which is also what lets LLVM vectorise loops with a division.
+_OPTS = dict(cache=True, error_model="numpy", nogil=True)
+
+IDENTITY, TANH, SIGMOID, RELU, SOFTPLUS = 0, 1, 2, 3, 4
+ACT_CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU, "softplus": SOFTPLUS}
+
+_BLOCK_ALIGN = 16   # column blocks start on multiples of 16 elements (whole SIMD vectors)
+_MAX_BLOCKS = 8     # a fixed number of blocks: results do not depend on the thread count
+PARALLEL_MIN_SIZE = 16384  # smaller arrays run on one thread: a thread launch would cost more than it saves
+
+
+# --- vectorisable elementary functions ----------------------------------------------
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01   # ln 2 split in two (fdlibm): n * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_SQRT2 = 1.4142135623730951
+# exp(r) - 1 on |r| <= ln(2)/2 by its Taylor series to r^13: truncation error < 1e-17
+_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13 = (1.0 / math.factorial(k) for k in range(2, 14))
+# log(1 + f) = f - s (f - R(s^2)), s = f / (2 + f): fdlibm e_log.c, error < 1 ulp
+_LG1, _LG2, _LG3, _LG4 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01, 2.222219843214978396e-01
+_LG5, _LG6, _LG7 = 1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01
+
+if _DISABLE_JIT:
+    def _pow2(n):
+        """2.0 ** n for an integer -1022 <= n <= 1023."""
+        return math.ldexp(1.0, int(n))
+else:
+    from llvmlite import ir as _llvm_ir
+    from numba import types as _nb_types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _bits_as_float64(typingctx, bits):
+        """Reinterpret the 64 bits of an int64 as a float64 (a no-op LLVM bitcast)."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _llvm_ir.DoubleType())
+        return _nb_types.float64(_nb_types.int64), codegen
+
+    @njit(**_OPTS)
+    def _pow2(n):
+        """2.0 ** n for an integer -1022 <= n <= 1023, built from its exponent bits."""
+        return _bits_as_float64((n + 1023) << 52)
+
+
+@njit(**_OPTS)
+def _exp_reduce(y):
+    """y = k ln 2 + r with |r| <= ln(2)/2; returns (k as a float, exp(r) - 1)."""
+    k = np.floor(y * _LOG2E + 0.5)
+    r = (y - k * _LN2_HI) - k * _LN2_LO
+    p = _E12 + r * _E13                          # Horner, from the highest power down
+    p = _E11 + r * p
+    p = _E10 + r * p
+    p = _E9 + r * p
+    p = _E8 + r * p
+    p = _E7 + r * p
+    p = _E6 + r * p
+    p = _E5 + r * p
+    p = _E4 + r * p
+    p = _E3 + r * p
+    p = _E2 + r * p
+    return k, r * (1.0 + r * p)
+
+
+@njit(**_OPTS)
+def exp_(y):
+    """exp(y) for a float64, within 1 ulp; 0 below -745, inf above 709.78 (no NaN input)."""
+    y = min(max(y, -1100.0), 710.0)
+    k, q = _exp_reduce(y)
+    n = np.int64(k)
+    n1 = n >> 1                                  # 2^n as 2^n1 * 2^(n - n1): both normal numbers,
+    return ((1.0 + q) * _pow2(n1)) * _pow2(n - n1)  # so subnormal and overflowing results come out right
+
+
+@njit(**_OPTS)
+def tanh_(x):
+    """tanh(x) = expm1(2|x|) / (expm1(2|x|) + 2), signed; within a few ulp for every x."""
+    y = min(2.0 * abs(x), 40.0)                  # tanh(20) is 1.0 in float64
+    k, q = _exp_reduce(y)
+    s = _pow2(np.int64(k))
+    em = s * q + (s - 1.0)                       # expm1(y), accurate also for tiny y (then k = 0)
+    return math.copysign(em / (em + 2.0), x)
+
+
+@njit(**_OPTS)
+def _log_1_2(u):
+    """log(u) for 1 <= u <= 2 (fdlibm's algorithm, without the special cases)."""
+    big = u > _SQRT2
+    dk = 1.0 if big else 0.0
+    f = (u * 0.5 if big else u) - 1.0            # in [sqrt(2)/2 - 1, sqrt(2) - 1]
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    R = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+    hfsq = 0.5 * f * f
+    return dk * _LN2_HI - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO)) - f)
+
+
+@njit(**_OPTS)
+def log1p_unit(e):
+    """log(1 + e) for 0 <= e <= 1, within a few ulp (Kahan: log(u) * e / (u - 1), u = 1 + e)."""
+    u = 1.0 + e
+    d = u - 1.0                                  # exact
+    tiny = d == 0.0
+    r = _log_1_2(u) * (e / (1.0 if tiny else d))
+    return e if tiny else r
+
+
+@njit(**_OPTS)
+def exp_array(a, out):
+    """out = exp(a) elementwise, 1-D (to test ``exp_``)."""
+    for i in range(a.shape[0]):
+        out[i] = exp_(np.float64(a[i]))
+
+
+@njit(**_OPTS)
+def tanh_array(a, out):
+    """out = tanh(a) elementwise, 1-D (to test ``tanh_``)."""
+    for i in range(a.shape[0]):
+        out[i] = tanh_(np.float64(a[i]))
+
+
+@njit(**_OPTS)
+def log1p_unit_array(a, out):
+    """out = log1p(a) elementwise for a in [0, 1], 1-D (to test ``log1p_unit``)."""
+    for i in range(a.shape[0]):
+        out[i] = log1p_unit(np.float64(a[i]))
+
+
+def exp_array_numpy(a, out):
+    np.exp(a, out=out)
+
+
+def tanh_array_numpy(a, out):
+    np.tanh(a, out=out)
+
+
+def log1p_unit_array_numpy(a, out):
+    np.log1p(a, out=out)
+
+
+@njit(**_OPTS)
+def _sigmoid_from(t, e):
+    """sigmoid(t) given e = exp(-|t|), as :func:`minivae.layers.sigmoid` writes it."""
+    return (1.0 if t >= 0.0 else e) / (1.0 + e)
+
+
+@njit(**_OPTS)
+def _sigmoid(t):
+    return _sigmoid_from(t, exp_(-abs(t)))
+
+
+@njit(**_OPTS)
+def _softplus(t):
+    """log(1 + exp(t)) = max(t, 0) + log1p(exp(-|t|)), as np.logaddexp(0, t) computes it."""
+    return max(t, 0.0) + log1p_unit(exp_(-abs(t)))
+
+
+@njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
+def _sum(v):
+    """Sum of a 1-D array, in any order (vectorised); used only where no terms cancel."""
+    s = 0.0
+    for i in range(v.shape[0]):
+        s += v[i]
+    return s
+
+
+@njit(**_OPTS)
+def _block(c, nb, n):
+    """Bounds [lo, hi) of block c of nb over range(n), starting on multiples of _BLOCK_ALIGN."""
+    lo = (c * n // nb) // _BLOCK_ALIGN * _BLOCK_ALIGN if c > 0 else 0
+    hi = (c + 1) * n // nb // _BLOCK_ALIGN * _BLOCK_ALIGN if c + 1 < nb else n
+    return lo, hi
+
+
+@njit(**_OPTS)
+def _n_blocks(n):
+    """How many column blocks for n columns: at most _MAX_BLOCKS, each >= 32 wide."""
+    return max(1, min(_MAX_BLOCKS, n // 32))
+
+
+# --- hidden layers: bias + activation, and back --------------------------------------
+
+@njit(**_OPTS)
+def _bias_act_row(a, b, act, h):
+    """One row of :func:`bias_act`; the branch on ``act`` sits outside the vectorised loop."""
+    n = a.shape[0]
+    if act == TANH:
+        for j in range(n):
+            v = a[j] + b[j]
+            a[j] = v
+            h[j] = tanh_(np.float64(v))
+    elif act == SIGMOID:
+        for j in range(n):
+            v = a[j] + b[j]
+            a[j] = v
+            h[j] = _sigmoid(np.float64(v))
+    elif act == RELU:
+        for j in range(n):
+            v = a[j] + b[j]
+            a[j] = v
+            h[j] = max(v, 0.0)
+    elif act == SOFTPLUS:
+        for j in range(n):
+            v = a[j] + b[j]
+            a[j] = v
+            h[j] = _softplus(np.float64(v))
+    else:
+        for j in range(n):
+            v = a[j] + b[j]
+            a[j] = v
+            h[j] = v
+
+
+@njit(parallel=True, **_OPTS)
+def bias_act(a, b, act, h):
+    """Bias add fused with the activation: ``a += b`` (the pre-activation), ``h = act(a)``.
+
+    Parameters
+    ----------
+    a : (R, C) array, the product ``x @ W``; overwritten with ``x @ W + b``.
+    b : (C,) bias.
+    act : int, one of ``ACT_CODES``.
+    h : (R, C) array, written; must not be ``a``.
+    """
+    if a.size < PARALLEL_MIN_SIZE:
+        for i in range(a.shape[0]):
+            _bias_act_row(a[i], b, act, h[i])
+    else:
+        for i in prange(a.shape[0]):
+            _bias_act_row(a[i], b, act, h[i])
+
+
+def bias_act_numpy(a, b, act, h):
+    a += b
+    if act == TANH:
+        h[...] = np.tanh(a)
+    elif act == SIGMOID:
+        h[...] = sigmoid(a)
+    elif act == RELU:
+        h[...] = np.maximum(a, 0)
+    elif act == SOFTPLUS:
+        h[...] = softplus(a)
+    else:
+        h[...] = a
+
+
+@njit(**_OPTS)
+def _act_backward_rows(dh, a, h, act, da, db, lo, hi):
+    """Columns [lo, hi) of :func:`bias_act_backward`; rows added to db in order."""
+    for j in range(lo, hi):
+        db[j] = 0.0
+    for i in range(dh.shape[0]):
+        dhi, ai, hi_, dai = dh[i], a[i], h[i], da[i]
+        if act == TANH:
+            for j in range(lo, hi):
+                g = dhi[j] * (1.0 - hi_[j] * hi_[j])
+                dai[j] = g
+                db[j] += g
+        elif act == SIGMOID:
+            for j in range(lo, hi):
+                g = dhi[j] * hi_[j] * (1.0 - hi_[j])
+                dai[j] = g
+                db[j] += g
+        elif act == RELU:
+            for j in range(lo, hi):
+                g = dhi[j] * (1.0 if ai[j] > 0.0 else 0.0)
+                dai[j] = g
+                db[j] += g
+        elif act == SOFTPLUS:
+            for j in range(lo, hi):
+                g = dhi[j] * _sigmoid(np.float64(ai[j]))
+                dai[j] = g
+                db[j] += g
+        else:
+            for j in range(lo, hi):
+                g = dhi[j]
+                dai[j] = g
+                db[j] += g
+
+
+@njit(parallel=True, **_OPTS)
+def bias_act_backward(dh, a, h, act, da, db):
+    """Activation derivative fused with the bias gradient.
+
+    Parameters
+    ----------
+    dh : (R, C) gradient reaching the activation's output h.
+    a, h : (R, C) pre-activation and activation from :func:`bias_act`.
+    act : int, one of ``ACT_CODES``.
+    da : (R, C) written: gradient reaching the pre-activation; must not be ``dh``.
+    db : (C,) written: ``da.sum(axis=0)``, the bias gradient.
+    """
+    nb = _n_blocks(dh.shape[1])
+    if dh.size < PARALLEL_MIN_SIZE:
+        for c in range(nb):
+            lo, hi = _block(c, nb, dh.shape[1])
+            _act_backward_rows(dh, a, h, act, da, db, lo, hi)
+    else:
+        for c in prange(nb):
+            lo, hi = _block(c, nb, dh.shape[1])
+            _act_backward_rows(dh, a, h, act, da, db, lo, hi)
+
+
+def bias_act_backward_numpy(dh, a, h, act, da, db):
+    if act == TANH:
+        da[...] = tanh_backward(dh, h)
+    elif act == SIGMOID:
+        da[...] = sigmoid_backward(dh, h)
+    elif act == RELU:
+        da[...] = relu_backward(dh, a)
+    elif act == SOFTPLUS:
+        da[...] = softplus_backward(dh, a)
+    else:
+        da[...] = dh
+    db[...] = da.sum(axis=0)
+
+
+# --- decoder heads: log-likelihood and its gradient ----------------------------------
+
+@njit(**_OPTS)
+def _bernoulli_block(a, b, x, w, part, da, db, c, nb):
+    """Columns of block c of :func:`bernoulli_head`: da, db, and each row's partial ll in part[c]."""
+    R, D = a.shape
+    M = x.shape[0]
+    lo, hi = _block(c, nb, D)
+    terms = np.empty(hi - lo)
+    for j in range(lo, hi):
+        db[j] = 0.0
+    for r in range(R):
+        ar, xr, dar = a[r], x[r % M], da[r]
+        for j in range(lo, hi):
+            t = np.float64(ar[j] + b[j])
+            xv = np.float64(xr[j])
+            e = exp_(-abs(t))
+            terms[j - lo] = xv * t - (max(t, 0.0) + log1p_unit(e))
+            g = w * (xv - _sigmoid_from(t, e))
+            dar[j] = g
+            db[j] += g
+        part[c, r] = _sum(terms)
+
+
+@njit(parallel=True, **_OPTS)
+def bernoulli_head(a, b, x, w, ll, da, db):
+    """Bernoulli log-likelihood from the logits, its gradient and the bias gradient (Appendix C.1).
+
+    With t = a + b (the logits), per row r (sample l, datapoint m = r % M):
+    ``ll[r] = sum_d x[m,d] t[r,d] - softplus(t[r,d])`` (exact for any logit) and
+    ``da[r,d] = w * (x[m,d] - sigmoid(t[r,d]))``, the gradient of
+    ``w * sum_r ll[r]``; ``db = da.sum(axis=0)``.
+
+    Parameters
+    ----------
+    a : (L*M, D) the product ``h @ W``, rows ordered sample-major (l, then m). Read only.
+    b : (D,) bias.
+    x : (M, D) data; row m serves rows m, M + m, 2M + m, ... (no (L, M, D) copy).
+    w : float, d loss / d log p(x|z_l) (the same for every row).
+    ll : (L*M,) written.
+    da : (L*M, D) written; must not be ``a``.
+    db : (D,) written.
+    """
+    R, D = a.shape
+    nb = _n_blocks(D)
+    part = np.empty((nb, R))                     # ll summed over each column block
+    if a.size < PARALLEL_MIN_SIZE:
+        for c in range(nb):
+            _bernoulli_block(a, b, x, w, part, da, db, c, nb)
+    else:
+        for c in prange(nb):
+            _bernoulli_block(a, b, x, w, part, da, db, c, nb)
+    for r in range(R):
+        s = 0.0
+        for c in range(nb):
+            s += part[c, r]
+        ll[r] = s
+
+
+def bernoulli_head_numpy(a, b, x, w, ll, da, db):
+    M, D = x.shape
+    t = (a + b).reshape(-1, M, D)                                     # (L, M, D) logits
+    ll[...] = est.bernoulli_log_likelihood(x, t).reshape(-1)
+    da[...] = (w * est.bernoulli_log_likelihood_grad(x, t)).reshape(-1, D)
+    db[...] = da.sum(axis=0)
+
+
+@njit(**_OPTS)
+def _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, dblv, c, nb):
+    """Columns of block c of :func:`gaussian_head`."""
+    R, D = am.shape
+    M = x.shape[0]
+    lo, hi = _block(c, nb, D)
+    terms = np.empty(hi - lo)
+    for j in range(lo, hi):
+        dbm[j] = 0.0
+        dblv[j] = 0.0
+    for r in range(R):
+        amr, alvr, xr, damr, dalvr = am[r], alv[r], x[r % M], dam[r], dalv[r]
+        for j in range(lo, hi):
+            pre = np.float64(amr[j] + bm[j])
+            mean = _sigmoid(pre) if sigmoid_mean else pre
+            lv = np.float64(alvr[j] + blv[j])
+            diff = np.float64(xr[j]) - mean
+            prec = exp_(-lv)
+            terms[j - lo] = est.LOG_2PI + lv + diff * diff * prec
+            gm = w * (diff * prec)
+            if sigmoid_mean:
+                gm = gm * mean * (1.0 - mean)
+            glv = w * (0.5 * (diff * diff * prec - 1.0))
+            damr[j] = gm
+            dalvr[j] = glv
+            dbm[j] += gm
+            dblv[j] += glv
+        part[c, r] = _sum(terms)
+
+
+@njit(parallel=True, **_OPTS)
+def gaussian_head(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv):
+    """Gaussian log-likelihood, its gradients and both bias gradients (Appendix C.2).
+
+    mean = sigmoid(am + bm) if ``sigmoid_mean`` else am + bm; log_var = alv + blv;
+    ``ll[r] = -1/2 sum_d (log 2 pi + log_var + (x - mean)^2 exp(-log_var))``;
+    ``dam``, ``dalv``: gradients of ``w * sum_r ll[r]`` with respect to the
+    pre-activations ``am + bm`` and ``alv + blv``; ``dbm``, ``dblv`` their column sums.
+
+    Parameters
+    ----------
+    am, alv : (L*M, D) products ``h @ W_mean``, ``h @ W_lv``. Read only.
+    bm, blv : (D,) biases.
+    x : (M, D) data, row m serving rows m, M + m, ...
+    sigmoid_mean : bool
+    w : float
+    ll : (L*M,) written.
+    dam, dalv : (L*M, D) written.
+    dbm, dblv : (D,) written.
+    """
+    R, D = am.shape
+    nb = _n_blocks(D)
+    part = np.empty((nb, R))
+    if am.size < PARALLEL_MIN_SIZE:
+        for c in range(nb):
+            _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, dblv, c, nb)
+    else:
+        for c in prange(nb):
+            _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, dblv, c, nb)
+    for r in range(R):
+        s = 0.0
+        for c in range(nb):
+            s += part[c, r]
+        ll[r] = -0.5 * s
+
+
+def gaussian_head_numpy(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv):
+    M, D = x.shape
+    pre = am + bm
+    mean = sigmoid(pre) if sigmoid_mean else pre
+    lv = alv + blv
+    m3, lv3 = mean.reshape(-1, M, D), lv.reshape(-1, M, D)            # (L, M, D)
+    ll[...] = est.gaussian_log_likelihood(x, m3, lv3).reshape(-1)
+    dmean, dlv = est.gaussian_log_likelihood_grad(x, m3, lv3)
+    dmean = (w * dmean).reshape(-1, D)
+    if sigmoid_mean:
+        dmean = sigmoid_backward(dmean, mean)
+    dam[...] = dmean
+    dalv[...] = (w * dlv).reshape(-1, D)
+    dbm[...] = dam.sum(axis=0)
+    dblv[...] = dalv.sum(axis=0)
+
+
+# --- reparameterisation, KL and estimator A's terms -------------------------------------
+
+@njit(**_OPTS)
+def reparameterize_kl(heads, b_mu, b_lv, eps, z, kl, log_ratio):
+    """Encoder heads' bias, z = mu + sigma * eps, the KL, and log p(z) - log q(z|x).
+
+    Parameters
+    ----------
+    heads : (M, 2J) the product ``h @ [W_mu | W_lv]``; overwritten with
+        ``[mu | log_var]`` (bias added).
+    b_mu, b_lv : (J,) biases.
+    eps : (L, M, J) the pre-drawn noise.
+    z : (L*M, J) written: mu + exp(log_var / 2) * eps, sample-major.
+    kl : (M,) written: KL(q(z|x) || N(0, I)), Appendix B.
+    log_ratio : (L*M,) written: log p(z_l) - log q(z_l|x), estimator A's extra term (eq. 6).
+    """
+    L, M, J = eps.shape
+    for m in range(M):
+        s = 0.0
+        for j in range(J):
+            mu = heads[m, j] + b_mu[j]
+            lv = heads[m, J + j] + b_lv[j]
+            heads[m, j] = mu
+            heads[m, J + j] = lv
+            s += 1.0 + lv - mu * mu - np.exp(lv)
+        kl[m] = -0.5 * s
+    for l in range(L):
+        for m in range(M):
+            r = l * M + m
+            sp = 0.0
+            sq = 0.0
+            for j in range(J):
+                mu, lv = heads[m, j], heads[m, J + j]
+                zv = mu + np.exp(0.5 * lv) * eps[l, m, j]
+                z[r, j] = zv
+                zv = z[r, j]                     # as stored (float32 models round here)
+                diff = zv - mu
+                sp += est.LOG_2PI + zv * zv
+                sq += est.LOG_2PI + lv + diff * diff * np.exp(-lv)
+            log_ratio[r] = -0.5 * sp - (-0.5 * sq)
+
+
+def reparameterize_kl_numpy(heads, b_mu, b_lv, eps, z, kl, log_ratio):
+    L, M, J = eps.shape
+    heads[:, :J] += b_mu
+    heads[:, J:] += b_lv
+    mu, lv = heads[:, :J], heads[:, J:]
+    z3 = est.reparameterize(mu, lv, eps)                             # (L, M, J)
+    z[...] = z3.reshape(-1, J)
+    z3 = z.reshape(L, M, J)
+    kl[...] = est.kl_standard_normal(mu, lv)
+    log_ratio[...] = (est.log_standard_normal(z3) - est.log_diag_gaussian(z3, mu, lv)).reshape(-1)
+
+
+@njit(**_OPTS)
+def reparameterize_kl_backward(dz, eps, heads, z, dout, w, estimator_a, dheads, db_mu, db_lv):
+    """Gradients reaching mu and log_var: through z and through the KL (B) or log p/q (A).
+
+    With estimator B: ``dmu = sum_l dz + dout_kl * mu`` and
+    ``dlog_var = sigma / 2 * sum_l dz * eps + dout_kl * (sigma^2 - 1) / 2``, where
+    dout_kl = -dout. With estimator A the direct gradients of log p(z) - log q(z|x)
+    (weight ``w`` per sample) are added to dz first and to (mu, log_var) directly,
+    as :func:`minivae.estimator.estimator_a_backward` does.
+
+    Parameters
+    ----------
+    dz : (L*M, J) gradient reaching z from the decoder. Read only.
+    eps : (L, M, J)
+    heads : (M, 2J) ``[mu | log_var]`` from :func:`reparameterize_kl`.
+    z : (L*M, J) from :func:`reparameterize_kl`.
+    dout : float, d loss / d elbo_i (the same for every i).
+    w : float, ``dout / L``.
+    estimator_a : bool
+    dheads : (M, 2J) written: ``[dmu | dlog_var]``.
+    db_mu, db_lv : (J,) written: the heads' bias gradients (column sums).
+    """
+    L, M, J = eps.shape
+    for j in range(J):
+        db_mu[j] = 0.0
+        db_lv[j] = 0.0
+    for m in range(M):
+        for j in range(J):
+            mu, lv = heads[m, j], heads[m, J + j]
+            sigma = np.exp(0.5 * lv)
+            sdz = 0.0
+            sdze = 0.0
+            if estimator_a:
+                prec = np.exp(-lv)
+                sdmu_q = 0.0
+                sdlv_q = 0.0
+                for l in range(L):
+                    r = l * M + m
+                    zv = z[r, j]
+                    diff = zv - mu
+                    dz_total = dz[r, j] + w * ((-zv) - (-diff) * prec)
+                    sdz += dz_total
+                    sdze += dz_total * eps[l, m, j]
+                    sdmu_q += w * (diff * prec)
+                    sdlv_q += w * (0.5 * (diff * diff * prec - 1.0))
+                dmu_direct = -sdmu_q
+                dlv_direct = -sdlv_q
+            else:
+                for l in range(L):
+                    r = l * M + m
+                    sdz += dz[r, j]
+                    sdze += dz[r, j] * eps[l, m, j]
+                dmu_direct = -dout * mu
+                dlv_direct = -dout * (0.5 * (np.exp(lv) - 1.0))
+            dmu = sdz + dmu_direct
+            dlv = 0.5 * sigma * sdze + dlv_direct
+            dheads[m, j] = dmu
+            dheads[m, J + j] = dlv
+            db_mu[j] += dheads[m, j]
+            db_lv[j] += dheads[m, J + j]
+
+
+def reparameterize_kl_backward_numpy(dz, eps, heads, z, dout, w, estimator_a, dheads, db_mu, db_lv):
+    L, M, J = eps.shape
+    mu, lv = heads[:, :J], heads[:, J:]
+    dz3 = dz.reshape(L, M, J)
+    dvec = np.full(M, dout, dtype=heads.dtype)
+    if estimator_a:
+        _, dz_direct, dmu_d, dlv_d = est.estimator_a_backward(dvec, z.reshape(L, M, J), mu, lv)
+        dz3 = dz3 + dz_direct
+    else:
+        _, dmu_d, dlv_d = est.estimator_b_backward(dvec, L, mu, lv)
+    dmu_z, dlv_z = est.reparameterize_backward(dz3, lv, eps)
+    dheads[:, :J] = dmu_z + dmu_d
+    dheads[:, J:] = dlv_z + dlv_d
+    db_mu[...] = dheads[:, :J].sum(axis=0)
+    db_lv[...] = dheads[:, J:].sum(axis=0)
+
+
+# --- the parameter prior ---------------------------------------------------------------
+
+@njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
+def _weight_decay_range(g, p, n_data, lo, hi):
+    s = 0.0
+    for i in range(lo, hi):
+        g[i] += p[i] / n_data
+        s += np.float64(p[i]) * p[i]
+    return s
+
+
+@njit(parallel=True, **_OPTS)
+def weight_decay(g, p, n_data):
+    """Add the gradient of -(1/N) log N(p; 0, I) to g: ``g += p / N``; return sum(p^2).
+
+    Parameters
+    ----------
+    g, p : 1-D contiguous arrays of one dtype (a gradient and its parameter, flattened).
+    n_data : float of that dtype, N.
+
+    Returns
+    -------
+    float, sum of p^2 (accumulated in float64, in fixed blocks).
+    """
+    n = p.shape[0]
+    part = np.empty(_MAX_BLOCKS)               # (np.zeros would itself become a parallel loop)
+    if n < PARALLEL_MIN_SIZE:
+        for c in range(_MAX_BLOCKS):
+            part[c] = _weight_decay_range(g, p, n_data, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+    else:
+        for c in prange(_MAX_BLOCKS):
+            part[c] = _weight_decay_range(g, p, n_data, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+    return _sum(part)
+
+
+def weight_decay_numpy(g, p, n_data):
+    g -= est.log_parameter_prior_grad({"p": p})["p"] / n_data
+    return -2.0 * est.log_parameter_prior({"p": p.astype(np.float64)})
+
+
+# --- optimisers ---------------------------------------------------------------------------
+
+@njit(**_OPTS)
+def _sgd_range(p, g, lr, lo, hi):
+    for i in range(lo, hi):
+        p[i] -= lr * g[i]
+
+
+@njit(parallel=True, **_OPTS)
+def sgd_step(p, g, lr):
+    """``p -= lr * g`` in place. p, g: 1-D contiguous; lr: float of their dtype."""
+    n = p.shape[0]
+    if n < PARALLEL_MIN_SIZE:
+        _sgd_range(p, g, lr, 0, n)
+    else:
+        for c in prange(_MAX_BLOCKS):
+            _sgd_range(p, g, lr, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+
+
+def sgd_step_numpy(p, g, lr):
+    p -= lr * g
+
+
+@njit(**_OPTS)
+def _adagrad_range(p, g, G, lr, eps, lo, hi):
+    for i in range(lo, hi):
+        gi = g[i]
+        Gi = G[i] + gi * gi
+        G[i] = Gi
+        p[i] -= lr * gi / (np.sqrt(Gi) + eps)
+
+
+@njit(parallel=True, **_OPTS)
+def adagrad_step(p, g, G, lr, eps):
+    """Adagrad in one pass: ``G += g^2; p -= lr * g / (sqrt(G) + eps)``.
+
+    p, g, G: 1-D contiguous arrays of one dtype; lr, eps: floats of that dtype.
+    """
+    n = p.shape[0]
+    if n < PARALLEL_MIN_SIZE:
+        _adagrad_range(p, g, G, lr, eps, 0, n)
+    else:
+        for c in prange(_MAX_BLOCKS):
+            _adagrad_range(p, g, G, lr, eps, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+
+
+def adagrad_step_numpy(p, g, G, lr, eps):
+    G += g * g
+    p -= lr * g / (np.sqrt(G) + eps)
+
+
+@njit(**_OPTS)
+def _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, lo, hi):
+    for i in range(lo, hi):
+        gi = g[i]
+        mi = m[i] * beta1 + one_minus_beta1 * gi
+        vi = v[i] * beta2 + one_minus_beta2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+
+
+@njit(parallel=True, **_OPTS)
+def adam_step(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
+    """Adam in one pass, as :class:`minivae.optim.Adam` writes it.
+
+    ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
+    ``p -= lr * (m / c1) / (sqrt(v / c2) + eps)`` with c1 = 1 - beta1^t, c2 = 1 - beta2^t.
+    Arrays 1-D contiguous of one dtype; scalars of that dtype, so float32 arithmetic
+    matches NumPy's.
+    """
+    n = p.shape[0]
+    if n < PARALLEL_MIN_SIZE:
+        _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, 0, n)
+    else:
+        for c in prange(_MAX_BLOCKS):
+            _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps,
+                        c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+
+
+def adam_step_numpy(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
+    m *= beta1
+    m += one_minus_beta1 * g
+    v *= beta2
+    v += one_minus_beta2 * g * g
+    p -= lr * (m / c1) / (np.sqrt(v / c2) + eps)
+
+
+# --- data check ------------------------------------------------------------------------------
+
+@njit(**_OPTS)
+def count_bad(x, lo, hi):
+    """How many entries of the 2-D array x are NaN, infinite, or outside [lo, hi]."""
+    n = 0
+    for i in range(x.shape[0]):
+        xi = x[i]
+        for j in range(x.shape[1]):
+            v = xi[j]
+            n += not (v >= lo and v <= hi and v - v == 0.0)
+    return n
+
+
+def count_bad_numpy(x, lo, hi):
+    return int(np.count_nonzero(~np.isfinite(x) | (x < lo) | (x > hi)))
+
+
+TWINS = {
+    bias_act: bias_act_numpy,
+    bias_act_backward: bias_act_backward_numpy,
+    bernoulli_head: bernoulli_head_numpy,
+    gaussian_head: gaussian_head_numpy,
+    reparameterize_kl: reparameterize_kl_numpy,
+    reparameterize_kl_backward: reparameterize_kl_backward_numpy,
+    weight_decay: weight_decay_numpy,
+    sgd_step: sgd_step_numpy,
+    adagrad_step: adagrad_step_numpy,
+    adam_step: adam_step_numpy,
+    count_bad: count_bad_numpy,
+    exp_array: exp_array_numpy,
+    tanh_array: tanh_array_numpy,
+    log1p_unit_array: log1p_unit_array_numpy,
+}
+"""Every public kernel and its NumPy reference (same signature, same effect)."""
