@@ -15,6 +15,7 @@ def _toy(seed=0, n=120, D=12):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_smoke_training_on_real_mnist_raises_the_bound(data_dir):
     """300 Adagrad steps (30,000 samples, seed 0) of a 784-200-20 model on grey MNIST.
 
