@@ -26,6 +26,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .estimator import reparameterize
 from .utils import as_generator, atomic_write
 
 __all__ = [
@@ -312,7 +313,7 @@ def plot_reconstructions(model, x, path=None, image_shape=(28, 28), n=10, rng=No
     n = len(x)
     mu, log_var = model.encode(x)                                   # (n, J) each
     eps = as_generator(rng).standard_normal(mu.shape)               # (n, J)
-    z = mu + np.exp(log_var / 2) * eps                              # (n, J)
+    z = reparameterize(mu, log_var, eps[None])[0]                   # (n, J): the one sampler
     recon = model.decode(z)                                         # (n, D)
     grid = image_grid(np.concatenate([x, recon]), (h, w), n)
     fig = _image_figure(*grid.shape, extra_w=1.3, extra_h=0.75, min_long=min(0.65 * n, 10.0))
