@@ -45,11 +45,18 @@ NumPy path (to about 1e-6 relative, not bit for bit).
 Parallelism: kernels over (rows, columns) split the *columns* into fixed
 blocks (``prange``), so a column sum adds its rows in order, exactly as
 ``a.sum(axis=0)`` does, and results do not depend on the thread count.
+Arrays smaller than ``PARALLEL_MIN_SIZE`` take a serial branch. Unless
+``NUMBA_THREADING_LAYER`` says otherwise, Numba's own "workqueue" thread pool
+is used: its idle threads sleep, while the OpenMP layer's spin and fight
+OpenBLAS's threads for the cores (steps 3-10x slower on a busy 2-core machine).
+The workqueue layer does not allow two Python threads to run parallel kernels
+at the same time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -60,6 +67,8 @@ try:  # numba is a dependency; without it the kernels still run, as (slow) Pytho
     import numba
     from numba import njit, prange
     _DISABLE_JIT = bool(numba.config.DISABLE_JIT)
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        numba.config.THREADING_LAYER = "workqueue"  # see the module docstring; the user's choice wins
 except ImportError:  # pragma: no cover - exercised only without numba
     numba = None
     _DISABLE_JIT = True
@@ -331,35 +340,39 @@ def bias_act_numpy(a, b, act, h):
 @njit(**_OPTS)
 def _act_backward_rows(dh, a, h, act, da, db, lo, hi):
     """Columns [lo, hi) of :func:`bias_act_backward`; rows added to db in order."""
-    for j in range(lo, hi):
-        db[j] = 0.0
+    # Loops run over views from index 0: a loop from a variable start would need
+    # Numba's negative-index wraparound on every access, which stops vectorisation.
+    dbb = db[lo:hi]
+    n = hi - lo
+    for j in range(n):
+        dbb[j] = 0.0
     for i in range(dh.shape[0]):
-        dhi, ai, hi_, dai = dh[i], a[i], h[i], da[i]
+        dhi, ai, hi_, dai = dh[i, lo:hi], a[i, lo:hi], h[i, lo:hi], da[i, lo:hi]
         if act == TANH:
-            for j in range(lo, hi):
+            for j in range(n):
                 g = dhi[j] * (1.0 - hi_[j] * hi_[j])
                 dai[j] = g
-                db[j] += g
+                dbb[j] += g
         elif act == SIGMOID:
-            for j in range(lo, hi):
+            for j in range(n):
                 g = dhi[j] * hi_[j] * (1.0 - hi_[j])
                 dai[j] = g
-                db[j] += g
+                dbb[j] += g
         elif act == RELU:
-            for j in range(lo, hi):
+            for j in range(n):
                 g = dhi[j] * (1.0 if ai[j] > 0.0 else 0.0)
                 dai[j] = g
-                db[j] += g
+                dbb[j] += g
         elif act == SOFTPLUS:
-            for j in range(lo, hi):
+            for j in range(n):
                 g = dhi[j] * _sigmoid(np.float64(ai[j]))
                 dai[j] = g
-                db[j] += g
+                dbb[j] += g
         else:
-            for j in range(lo, hi):
+            for j in range(n):
                 g = dhi[j]
                 dai[j] = g
-                db[j] += g
+                dbb[j] += g
 
 
 @njit(parallel=True, **_OPTS)
@@ -407,19 +420,21 @@ def _bernoulli_block(a, b, x, w, part, da, db, c, nb):
     R, D = a.shape
     M = x.shape[0]
     lo, hi = _block(c, nb, D)
-    terms = np.empty(hi - lo)
-    for j in range(lo, hi):
-        db[j] = 0.0
+    n = hi - lo
+    terms = np.empty(n)
+    bb, dbb = b[lo:hi], db[lo:hi]                # views from index 0 (see _act_backward_rows)
+    for j in range(n):
+        dbb[j] = 0.0
     for r in range(R):
-        ar, xr, dar = a[r], x[r % M], da[r]
-        for j in range(lo, hi):
-            t = np.float64(ar[j] + b[j])
+        ar, xr, dar = a[r, lo:hi], x[r % M, lo:hi], da[r, lo:hi]
+        for j in range(n):
+            t = np.float64(ar[j] + bb[j])
             xv = np.float64(xr[j])
             e = exp_(-abs(t))
-            terms[j - lo] = xv * t - (max(t, 0.0) + log1p_unit(e))
+            terms[j] = xv * t - (max(t, 0.0) + log1p_unit(e))
             g = w * (xv - _sigmoid_from(t, e))
             dar[j] = g
-            db[j] += g
+            dbb[j] += g
         part[c, r] = _sum(terms)
 
 
@@ -472,27 +487,30 @@ def _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, 
     R, D = am.shape
     M = x.shape[0]
     lo, hi = _block(c, nb, D)
-    terms = np.empty(hi - lo)
-    for j in range(lo, hi):
-        dbm[j] = 0.0
-        dblv[j] = 0.0
+    n = hi - lo
+    terms = np.empty(n)
+    bmb, blvb, dbmb, dblvb = bm[lo:hi], blv[lo:hi], dbm[lo:hi], dblv[lo:hi]
+    for j in range(n):
+        dbmb[j] = 0.0
+        dblvb[j] = 0.0
     for r in range(R):
-        amr, alvr, xr, damr, dalvr = am[r], alv[r], x[r % M], dam[r], dalv[r]
-        for j in range(lo, hi):
-            pre = np.float64(amr[j] + bm[j])
+        amr, alvr, xr = am[r, lo:hi], alv[r, lo:hi], x[r % M, lo:hi]
+        damr, dalvr = dam[r, lo:hi], dalv[r, lo:hi]
+        for j in range(n):
+            pre = np.float64(amr[j] + bmb[j])
             mean = _sigmoid(pre) if sigmoid_mean else pre
-            lv = np.float64(alvr[j] + blv[j])
+            lv = np.float64(alvr[j] + blvb[j])
             diff = np.float64(xr[j]) - mean
             prec = exp_(-lv)
-            terms[j - lo] = est.LOG_2PI + lv + diff * diff * prec
+            terms[j] = est.LOG_2PI + lv + diff * diff * prec
             gm = w * (diff * prec)
             if sigmoid_mean:
                 gm = gm * mean * (1.0 - mean)
             glv = w * (0.5 * (diff * diff * prec - 1.0))
             damr[j] = gm
             dalvr[j] = glv
-            dbm[j] += gm
-            dblv[j] += glv
+            dbmb[j] += gm
+            dblvb[j] += glv
         part[c, r] = _sum(terms)
 
 
@@ -685,9 +703,9 @@ def reparameterize_kl_backward_numpy(dz, eps, heads, z, dout, w, estimator_a, dh
 # --- the parameter prior ---------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
-def _weight_decay_range(g, p, n_data, lo, hi):
+def _weight_decay_range(g, p, n_data):
     s = 0.0
-    for i in range(lo, hi):
+    for i in range(p.shape[0]):
         g[i] += p[i] / n_data
         s += np.float64(p[i]) * p[i]
     return s
@@ -710,10 +728,12 @@ def weight_decay(g, p, n_data):
     part = np.empty(_MAX_BLOCKS)               # (np.zeros would itself become a parallel loop)
     if n < PARALLEL_MIN_SIZE:
         for c in range(_MAX_BLOCKS):
-            part[c] = _weight_decay_range(g, p, n_data, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
+            part[c] = _weight_decay_range(g[lo:hi], p[lo:hi], n_data)
     else:
         for c in prange(_MAX_BLOCKS):
-            part[c] = _weight_decay_range(g, p, n_data, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
+            part[c] = _weight_decay_range(g[lo:hi], p[lo:hi], n_data)
     return _sum(part)
 
 
@@ -725,8 +745,8 @@ def weight_decay_numpy(g, p, n_data):
 # --- optimisers ---------------------------------------------------------------------------
 
 @njit(**_OPTS)
-def _sgd_range(p, g, lr, lo, hi):
-    for i in range(lo, hi):
+def _sgd_range(p, g, lr):
+    for i in range(p.shape[0]):
         p[i] -= lr * g[i]
 
 
@@ -735,10 +755,11 @@ def sgd_step(p, g, lr):
     """``p -= lr * g`` in place. p, g: 1-D contiguous; lr: float of their dtype."""
     n = p.shape[0]
     if n < PARALLEL_MIN_SIZE:
-        _sgd_range(p, g, lr, 0, n)
+        _sgd_range(p, g, lr)
     else:
         for c in prange(_MAX_BLOCKS):
-            _sgd_range(p, g, lr, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
+            _sgd_range(p[lo:hi], g[lo:hi], lr)
 
 
 def sgd_step_numpy(p, g, lr):
@@ -746,8 +767,8 @@ def sgd_step_numpy(p, g, lr):
 
 
 @njit(**_OPTS)
-def _adagrad_range(p, g, G, lr, eps, lo, hi):
-    for i in range(lo, hi):
+def _adagrad_range(p, g, G, lr, eps):
+    for i in range(p.shape[0]):
         gi = g[i]
         Gi = G[i] + gi * gi
         G[i] = Gi
@@ -762,10 +783,11 @@ def adagrad_step(p, g, G, lr, eps):
     """
     n = p.shape[0]
     if n < PARALLEL_MIN_SIZE:
-        _adagrad_range(p, g, G, lr, eps, 0, n)
+        _adagrad_range(p, g, G, lr, eps)
     else:
         for c in prange(_MAX_BLOCKS):
-            _adagrad_range(p, g, G, lr, eps, c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
+            _adagrad_range(p[lo:hi], g[lo:hi], G[lo:hi], lr, eps)
 
 
 def adagrad_step_numpy(p, g, G, lr, eps):
@@ -774,8 +796,8 @@ def adagrad_step_numpy(p, g, G, lr, eps):
 
 
 @njit(**_OPTS)
-def _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, lo, hi):
-    for i in range(lo, hi):
+def _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
+    for i in range(p.shape[0]):
         gi = g[i]
         mi = m[i] * beta1 + one_minus_beta1 * gi
         vi = v[i] * beta2 + one_minus_beta2 * gi * gi
@@ -795,11 +817,12 @@ def adam_step(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1
     """
     n = p.shape[0]
     if n < PARALLEL_MIN_SIZE:
-        _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, 0, n)
+        _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps)
     else:
         for c in prange(_MAX_BLOCKS):
-            _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps,
-                        c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS)
+            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
+            _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, one_minus_beta1,
+                        one_minus_beta2, c1, c2, eps)
 
 
 def adam_step_numpy(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
@@ -820,7 +843,7 @@ def count_bad(x, lo, hi):
         xi = x[i]
         for j in range(x.shape[1]):
             v = xi[j]
-            n += not (v >= lo and v <= hi and v - v == 0.0)
+            n += not (v >= lo and v <= hi and math.isfinite(v))
     return n
 
 

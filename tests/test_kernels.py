@@ -1,0 +1,314 @@
+"""Every Numba kernel against its NumPy twin (``minivae.kernels.TWINS``), on the same inputs.
+
+Tolerances: float64 to 1e-12 relative; float32 to 2e-5 relative (the twins round
+every operation to float32, the kernels compute in float64 and round once, so
+they differ by a few float32 ulp, 6e-8 each). Entries that cancel to nearly
+zero (1 - tanh(a)^2 for large |a|, a column sum of terms of both signs) keep
+only the absolute accuracy of their inputs, so each comparison also allows
+``rtol * max|expected|`` in absolute terms. Sizes: one below and one above
+``PARALLEL_MIN_SIZE``, so the serial and the threaded branch are both held to
+the twin. The same tests run as Python under ``NUMBA_DISABLE_JIT=1``.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from minivae import kernels as K
+
+RTOL = {np.float64: 1e-12, np.float32: 2e-5}
+DTYPES = [np.float64, np.float32]
+ACTS = sorted(K.ACT_CODES.items())
+# (rows, columns): small (serial branch) and above PARALLEL_MIN_SIZE (threaded branch)
+SHAPES = [(7, 45), (40, 520)]
+assert SHAPES[1][0] * SHAPES[1][1] >= K.PARALLEL_MIN_SIZE > SHAPES[0][0] * SHAPES[0][1]
+
+
+def _close(actual, expected, rtol):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    assert np.isfinite(actual).all() == np.isfinite(expected).all()
+    scale = float(np.abs(expected[np.isfinite(expected)]).max(initial=0.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def _both(kernel, *args):
+    """Run kernel and twin on separate copies of ``args``; return (args after, result) for each."""
+    out = []
+    for f in (kernel, K.TWINS[kernel]):
+        copies = [np.copy(a) if isinstance(a, np.ndarray) else a for a in args]
+        out.append((copies, f(*copies)))
+    return out
+
+
+def _check(kernel, args, dtype):
+    """Every array argument (inputs changed in place, outputs) and the result agree."""
+    (a1, r1), (a2, r2) = _both(kernel, *args)
+    for i, (u, v) in enumerate(zip(a1, a2)):
+        if isinstance(u, np.ndarray):
+            assert u.dtype == v.dtype, f"argument {i} changed dtype"
+            _close(u, v, RTOL[dtype])
+    if r2 is not None:
+        _close(r1, r2, RTOL[dtype])
+    return a1, r1
+
+
+def _empty(dtype, *shape):
+    return np.full(shape, np.nan, dtype=dtype)  # NaN: an entry the kernel forgets to write shows
+
+
+# --- the module's promises ------------------------------------------------------------------
+
+def test_every_kernel_has_a_twin_with_the_same_signature():
+    scalar_helpers = {"exp_", "tanh_", "log1p_unit"}
+    kernels = {getattr(K, n) for n in K.__all__ if callable(getattr(K, n)) and n not in scalar_helpers}
+    assert kernels == set(K.TWINS)
+    for kernel, twin in K.TWINS.items():
+        py = getattr(kernel, "py_func", kernel)
+        assert inspect.signature(py) == inspect.signature(twin), py.__name__
+        assert twin.__name__ == py.__name__ + "_numpy"
+
+
+def test_kernels_draw_no_random_numbers():
+    source = inspect.getsource(K)
+    assert "random" not in source.replace("draw no random numbers", "")
+
+
+def test_kernels_do_not_import_the_model():
+    assert "model" not in {name for name, value in vars(K).items() if inspect.ismodule(value)}
+    assert "from .model" not in inspect.getsource(K) and "import model" not in inspect.getsource(K)
+
+
+# --- elementary functions ---------------------------------------------------------------------
+
+def _ulps(actual, expected):
+    return float((np.abs(actual - expected) / np.spacing(np.abs(expected))).max())
+
+
+def test_exp_within_one_ulp_with_underflow_and_overflow():
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.uniform(-708, 709, 20000), rng.standard_normal(5000), [0.0, -0.0, 1e-300, -1e-300]])
+    out = np.empty_like(y)
+    K.exp_array(y, out)
+    assert _ulps(out, np.exp(y)) <= 1
+    # subnormal results, underflow to 0 and overflow to inf, as NumPy gives them
+    y = np.array([-709.5, -720.0, -740.0, -744.4, -745.2, -746.0, -1000.0, -1e300, 709.7, 709.8, 1000.0, 1e300])
+    out = np.empty_like(y)
+    with np.errstate(over="ignore"):  # (only the Python run of the kernel, NUMBA_DISABLE_JIT=1, warns)
+        K.exp_array(y, out)
+        expected = np.exp(y)
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    finite = np.isfinite(expected)
+    assert np.all(np.abs(out[finite] - expected[finite]) <= np.spacing(expected[finite]))
+
+
+def test_tanh_within_a_few_ulp_everywhere():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(5000) * s for s in (1e-300, 1e-8, 1e-3, 0.3, 1.0, 3.0, 10.0)]
+                       + [np.linspace(-25.0, 25.0, 5001), [0.0, 1e4, -1e4, 1e300, -1e300, np.inf, -np.inf]])
+    out = np.empty_like(x)
+    K.tanh_array(x, out)
+    assert _ulps(out, np.tanh(x)) <= 4
+    assert np.signbit(out[x == 0]).tolist() == np.signbit(x[x == 0]).tolist()
+
+
+def test_log1p_on_the_unit_interval_within_a_few_ulp():
+    rng = np.random.default_rng(2)
+    e = np.concatenate([rng.random(20000), rng.random(2000) * 1e-10, np.exp(-rng.uniform(0, 740, 5000)),
+                        [0.0, 1.0, 5e-324, 1e-17, 1.1102230246251565e-16, 2.3e-16, np.sqrt(2) - 1]])
+    out = np.empty_like(e)
+    K.log1p_unit_array(e, out)
+    assert _ulps(out[e > 0], np.log1p(e[e > 0])) <= 3
+    assert out[e == 0].tolist() == [0.0]
+
+
+# --- hidden layers --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("act_name,act", ACTS, ids=[n for n, _ in ACTS])
+def test_bias_act(act_name, act, dtype, shape):
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(shape) * 3).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    (a_after, _, _, h), _ = _check(K.bias_act, (a, b, act, _empty(dtype, *shape)), dtype)
+    np.testing.assert_array_equal(a_after, a + b)                  # the pre-activation is kept
+    assert np.isfinite(h).all()
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("act_name,act", ACTS, ids=[n for n, _ in ACTS])
+def test_bias_act_backward(act_name, act, dtype, shape):
+    rng = np.random.default_rng(4)
+    a = (rng.standard_normal(shape) * 3).astype(dtype)
+    h = np.empty_like(a)
+    K.bias_act_numpy(a, np.zeros(shape[1], dtype), act, h)
+    dh = rng.standard_normal(shape).astype(dtype)
+    (_, _, _, _, da, db), _ = _check(K.bias_act_backward, (dh, a, h, act, _empty(dtype, *shape),
+                                                          _empty(dtype, shape[1])), dtype)
+    _close(db, da.astype(np.float64).sum(axis=0), RTOL[dtype])
+
+
+# --- decoder heads ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("L", [1, 3])
+@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_bernoulli_head(dtype, shape, L):
+    rng = np.random.default_rng(5)
+    M, D = shape
+    x = rng.random((M, D))
+    x[: M // 2] = x[: M // 2] < 0.5                                  # binary and grey rows
+    a = (rng.standard_normal((L * M, D)) * 4).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype)
+    w = dtype(-1.0 / (M * L))
+    args = (a, b, x.astype(dtype), w, _empty(dtype, L * M), _empty(dtype, L * M, D), _empty(dtype, D))
+    _check(K.bernoulli_head, args, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_bernoulli_head_is_exact_for_extreme_logits(dtype):
+    """No clipping: log p and its gradient stay finite and right for logits of any size."""
+    big = 1e300 if dtype == np.float64 else 1e38
+    t = np.array([big, -big, 1e30, -1e30, 1e4, -1e4, 1000, -1000, 745, -745, 710, -710, 89, -89,
+                  40, -40, 36.7, -36.7, 17, -17, 1, -1, 1e-300, -1e-300, 0.0], dtype=dtype)
+    for xv in (0.0, 1.0, 0.25):
+        x = np.full((1, t.size), xv, dtype=dtype)
+        args = (t[None, :].copy(), np.zeros(t.size, dtype), x, dtype(-1.0),
+                _empty(dtype, 1), _empty(dtype, 1, t.size), _empty(dtype, t.size))
+        (_, _, _, _, ll, da, db), _ = _check(K.bernoulli_head, args, dtype)
+        assert np.isfinite(ll).all() and np.isfinite(da).all()
+        # the gradient of -log p is sigmoid(t) - x: exactly 1 - x and -x at the two ends
+        assert da[0, 0] == dtype(1.0 - xv) and da[0, 1] == dtype(-xv)
+    # each log p term alone: x = 1 gives -softplus(-t), which is -|t| for very negative t
+    x = np.ones((1, 2), dtype)
+    ll = np.empty(1, dtype)
+    K.bernoulli_head(np.array([[-1e4, 1e4]], dtype), np.zeros(2, dtype), x, dtype(-1.0), ll,
+                     np.empty((1, 2), dtype), np.empty(2, dtype))
+    assert ll[0] == dtype(-1e4)
+
+
+@pytest.mark.parametrize("sigmoid_mean", [True, False], ids=["sigmoid-mean", "linear-mean"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_gaussian_head(dtype, shape, sigmoid_mean):
+    rng = np.random.default_rng(6)
+    M, D = shape
+    L = 2
+    am, alv = (rng.standard_normal((2, L * M, D)) * 2).astype(dtype)
+    bm, blv = rng.standard_normal((2, D)).astype(dtype)
+    x = rng.random((M, D)).astype(dtype)
+    args = (am, bm, alv, blv, x, sigmoid_mean, dtype(-1.0 / (M * L)), _empty(dtype, L * M),
+            _empty(dtype, L * M, D), _empty(dtype, L * M, D), _empty(dtype, D), _empty(dtype, D))
+    _check(K.gaussian_head, args, dtype)
+
+
+# --- reparameterisation and KL ------------------------------------------------------------------
+
+def _heads_and_eps(dtype, M=9, J=4, L=3, seed=7):
+    rng = np.random.default_rng(seed)
+    heads = np.concatenate([rng.standard_normal((M, J)), rng.standard_normal((M, J)) - 1.0], axis=1).astype(dtype)
+    b_mu, b_lv = (0.3 * rng.standard_normal((2, J))).astype(dtype)
+    eps = rng.standard_normal((L, M, J)).astype(dtype)
+    return heads, b_mu, b_lv, eps
+
+
+@pytest.mark.parametrize("L", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_reparameterize_kl(dtype, L):
+    heads, b_mu, b_lv, eps = _heads_and_eps(dtype, L=L)
+    M, J = heads.shape[0], heads.shape[1] // 2
+    args = (heads, b_mu, b_lv, eps, _empty(dtype, L * M, J), _empty(dtype, M), _empty(dtype, L * M))
+    (heads_after, _, _, _, z, kl, _), _ = _check(K.reparameterize_kl, args, dtype)
+    assert np.all(kl >= 0)
+    # z really is mu + sigma * eps with sigma = exp(log_var / 2) (not exp(log_var))
+    mu, lv = heads_after[:, :J].astype(np.float64), heads_after[:, J:].astype(np.float64)
+    _close(z.reshape(L, M, J), mu + np.exp(0.5 * lv) * eps, RTOL[dtype])
+
+
+@pytest.mark.parametrize("estimator_a", [False, True], ids=["B", "A"])
+@pytest.mark.parametrize("L", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_reparameterize_kl_backward(dtype, L, estimator_a):
+    heads, b_mu, b_lv, eps = _heads_and_eps(dtype, L=L, seed=8)
+    M, J = heads.shape[0], heads.shape[1] // 2
+    z = np.empty((L * M, J), dtype)
+    K.reparameterize_kl_numpy(heads, b_mu, b_lv, eps, z, np.empty(M, dtype), np.empty(L * M, dtype))
+    dz = np.random.default_rng(9).standard_normal((L * M, J)).astype(dtype)
+    dout = dtype(-1.0 / M)
+    args = (dz, eps, heads, z, dout, dout / L, estimator_a, _empty(dtype, M, 2 * J), _empty(dtype, J), _empty(dtype, J))
+    _check(K.reparameterize_kl_backward, args, dtype)
+
+
+# --- parameter prior and optimisers --------------------------------------------------------------
+
+SIZES = [37, K.PARALLEL_MIN_SIZE + 1001]
+
+
+@pytest.mark.parametrize("n", SIZES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_weight_decay(dtype, n):
+    rng = np.random.default_rng(10)
+    g, p = rng.standard_normal((2, n)).astype(dtype)
+    (g_after, _, _), total = _check(K.weight_decay, (g, p, dtype(60000)), dtype)
+    _close(total, np.sum(p.astype(np.float64) ** 2), RTOL[dtype])
+
+
+@pytest.mark.parametrize("n", SIZES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_optimizer_steps(dtype, n):
+    rng = np.random.default_rng(11)
+    p, g = rng.standard_normal((2, n)).astype(dtype)
+    G, v = (rng.random((2, n)) + 0.01).astype(dtype)
+    m = (0.1 * rng.standard_normal(n)).astype(dtype)
+    f = dtype
+    _check(K.sgd_step, (p, g, f(0.1)), dtype)
+    _check(K.adagrad_step, (p, g, G, f(0.02), f(1e-10)), dtype)
+    t = 3
+    _check(K.adam_step, (p, g, m, v, f(1e-3), f(0.9), f(0.999), f(1 - 0.9), f(1 - 0.999),
+                         f(1 - 0.9 ** t), f(1 - 0.999 ** t), f(1e-8)), dtype)
+
+
+def test_optimizer_kernels_update_in_place():
+    p, g, G = np.ones(5), np.full(5, 0.5), np.zeros(5)
+    K.adagrad_step(p, g, G, 0.1, 0.0)
+    np.testing.assert_allclose(p, 0.9, rtol=1e-15)               # the first Adagrad step is lr * sign(g)
+    np.testing.assert_allclose(G, 0.25, rtol=1e-15)
+
+
+# --- data check ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_count_bad(dtype):
+    x = np.random.default_rng(12).random((10, 7)).astype(dtype)
+    assert K.count_bad(x, 0.0, 1.0) == K.count_bad_numpy(x, 0.0, 1.0) == 0
+    x[2, 3], x[4, 4], x[5, 5], x[6, 6] = np.nan, 2.0, -np.inf, -0.5
+    assert K.count_bad(x, 0.0, 1.0) == K.count_bad_numpy(x, 0.0, 1.0) == 4
+    assert K.count_bad(x, -np.inf, np.inf) == K.count_bad_numpy(x, -np.inf, np.inf) == 2
+
+
+# --- results do not depend on the number of threads -------------------------------------------------
+
+@pytest.mark.skipif(not K.JIT_ENABLED, reason="threads exist only for jitted code")
+def test_results_do_not_depend_on_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(13)
+    R, D = SHAPES[1]
+    a, b, x = rng.standard_normal((R, D)), rng.standard_normal(D), rng.random((R, D))
+    p = rng.standard_normal(K.PARALLEL_MIN_SIZE * 3)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            ll, da, db = np.empty(R), np.empty((R, D)), np.empty(D)
+            K.bernoulli_head(a, b, x, -0.01, ll, da, db)
+            g = np.ones_like(p)
+            results.append((ll, da, db, g, K.weight_decay(g, p, 10.0)))
+    finally:
+        numba.set_num_threads(before)
+    for first, other in zip(results[0], results[-1]):
+        np.testing.assert_array_equal(first, other)
