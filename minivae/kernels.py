@@ -102,9 +102,14 @@ PARALLEL_MIN_SIZE = 16384  # smaller arrays run on one thread: a thread launch w
 
 
 # --- vectorisable elementary functions ----------------------------------------------
+#
+# float64: exp_, tanh_, log1p_unit (within a few ulp of NumPy). float32: the same
+# algorithms with float32 constants and shorter polynomials (within a few float32
+# ulp), twice as many SIMD lanes. _exp, _tanh, _log1p_unit, _sigmoid_from and
+# _softplus_from pick the one of their argument's precision; kernels call those.
 
 _LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01   # ln 2 split in two (fdlibm): n * _LN2_HI is exact
+_LN2_HI = 6.93147180369123816490e-01   # ln 2 split in two (fdlibm): k * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10
 _SQRT2 = 1.4142135623730951
 # exp(r) - 1 on |r| <= ln(2)/2 by its Taylor series to r^13: truncation error < 1e-17
@@ -113,14 +118,26 @@ _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13 = (1.0 / math.fac
 _LG1, _LG2, _LG3, _LG4 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01, 2.222219843214978396e-01
 _LG5, _LG6, _LG7 = 1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01
 
+_f4 = np.float32
+_LOG2E_F, _LN2_HI_F, _LN2_LO_F = _f4(_LOG2E), _f4(6.9314575195e-01), _f4(1.4286067653e-06)  # FreeBSD e_expf.c
+_LN2_HI_LOGF, _LN2_LO_LOGF = _f4(6.9313812256e-01), _f4(9.0580006145e-06)                # FreeBSD e_logf.c
+_F2, _F3, _F4, _F5, _F6, _F7 = (_f4(1.0 / math.factorial(k)) for k in range(2, 8))     # Taylor to r^7: < 6e-9
+_LGF1, _LGF2 = _f4(0xAAAAAA / 2.0**24), _f4(0xCCCE13 / 2.0**25)                          # FreeBSD e_logf.c
+_LGF3, _LGF4 = _f4(0x91E9EE / 2.0**25), _f4(0xF89E26 / 2.0**26)
+_ZERO_F, _HALF_F, _ONE_F, _TWO_F, _SQRT2_F = _f4(0.0), _f4(0.5), _f4(1.0), _f4(2.0), _f4(_SQRT2)
+
 if _DISABLE_JIT:
     def _pow2(n):
         """2.0 ** n for an integer -1022 <= n <= 1023."""
         return math.ldexp(1.0, int(n))
+
+    def _pow2_f(n):
+        """np.float32(2.0 ** n) for an integer -126 <= n <= 127."""
+        return _f4(math.ldexp(1.0, int(n)))
 else:
     from llvmlite import ir as _llvm_ir
     from numba import types as _nb_types
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 
     @intrinsic
     def _bits_as_float64(typingctx, bits):
@@ -129,10 +146,22 @@ else:
             return builder.bitcast(args[0], _llvm_ir.DoubleType())
         return _nb_types.float64(_nb_types.int64), codegen
 
+    @intrinsic
+    def _bits_as_float32(typingctx, bits):
+        """Reinterpret the 32 bits of an int32 as a float32."""
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], _llvm_ir.FloatType())
+        return _nb_types.float32(_nb_types.int32), codegen
+
     @njit(**_OPTS)
     def _pow2(n):
         """2.0 ** n for an integer -1022 <= n <= 1023, built from its exponent bits."""
         return _bits_as_float64((n + 1023) << 52)
+
+    @njit(**_OPTS)
+    def _pow2_f(n):
+        """np.float32(2.0 ** n) for an integer -126 <= n <= 127, built from its exponent bits."""
+        return _bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
 @njit(**_OPTS)
@@ -199,24 +228,119 @@ def log1p_unit(e):
 
 
 @njit(**_OPTS)
+def _exp_reduce_f(y):
+    """float32 :func:`_exp_reduce`."""
+    k = np.floor(y * _LOG2E_F + _HALF_F)
+    r = (y - k * _LN2_HI_F) - k * _LN2_LO_F
+    p = _F6 + r * _F7
+    p = _F5 + r * p
+    p = _F4 + r * p
+    p = _F3 + r * p
+    p = _F2 + r * p
+    return k, r * (_ONE_F + r * p)
+
+
+@njit(**_OPTS)
+def _exp_f(y):
+    """float32 :func:`exp_`: 0 below -104, inf above 88.73."""
+    y = min(max(y, _f4(-110.0)), _f4(89.0))
+    k, q = _exp_reduce_f(y)
+    n = np.int32(k)
+    n1 = n >> np.int32(1)
+    return ((_ONE_F + q) * _pow2_f(n1)) * _pow2_f(n - n1)
+
+
+@njit(**_OPTS)
+def _tanh_f(x):
+    """float32 :func:`tanh_`."""
+    y = min(_TWO_F * abs(x), _f4(20.0))        # tanh(10) is 1.0 in float32
+    k, q = _exp_reduce_f(y)
+    s = _pow2_f(np.int32(k))
+    em = s * q + (s - _ONE_F)
+    return _f4(math.copysign(em / (em + _TWO_F), x))
+
+
+@njit(**_OPTS)
+def _log1p_unit_f(e):
+    """float32 :func:`log1p_unit` (FreeBSD logf's polynomial)."""
+    u = _ONE_F + e
+    d = u - _ONE_F
+    tiny = d == _ZERO_F
+    big = u > _SQRT2_F
+    dk = _ONE_F if big else _ZERO_F
+    f = (u * _HALF_F if big else u) - _ONE_F
+    s = f / (_TWO_F + f)
+    z = s * s
+    w = z * z
+    R = z * (_LGF1 + w * _LGF3) + w * (_LGF2 + w * _LGF4)
+    hfsq = _HALF_F * f * f
+    log_u = dk * _LN2_HI_LOGF - ((hfsq - (s * (hfsq + R) + dk * _LN2_LO_LOGF)) - f)
+    r = log_u * (e / (_ONE_F if tiny else d))
+    return e if tiny else r
+
+
+# Precision dispatch: float32 arguments get the float32 functions. As Python
+# (NUMBA_DISABLE_JIT=1) by isinstance; jitted, by an overload on the argument's type.
+
+def _exp(y):
+    return _exp_f(y) if isinstance(y, np.float32) else exp_(y)
+
+
+def _tanh(x):
+    return _tanh_f(x) if isinstance(x, np.float32) else tanh_(x)
+
+
+def _log1p_unit(e):
+    return _log1p_unit_f(e) if isinstance(e, np.float32) else log1p_unit(e)
+
+
+if not _DISABLE_JIT:
+    def _by_precision(python_func, f64, f32):
+        @overload(python_func)
+        def _typed(x):
+            return (lambda x: f32(x)) if x == _nb_types.float32 else (lambda x: f64(x))
+
+    _by_precision(_exp, exp_, _exp_f)
+    _by_precision(_tanh, tanh_, _tanh_f)
+    _by_precision(_log1p_unit, log1p_unit, _log1p_unit_f)
+
+
+@njit(**_OPTS)
+def _sigmoid_from(t, e, one):
+    """sigmoid(t) given e = exp(-|t|), as :func:`minivae.layers.sigmoid` writes it (one: 1 in t's dtype)."""
+    return (one if t >= 0 else e) / (one + e)
+
+
+@njit(**_OPTS)
+def _sigmoid(t, one):
+    return _sigmoid_from(t, _exp(-abs(t)), one)
+
+
+@njit(**_OPTS)
+def _softplus(t, zero):
+    """log(1 + exp(t)) = max(t, 0) + log1p(exp(-|t|)), as np.logaddexp(0, t) computes it."""
+    return max(t, zero) + _log1p_unit(_exp(-abs(t)))
+
+
+@njit(**_OPTS)
 def exp_array(a, out):
-    """out = exp(a) elementwise, 1-D (to test ``exp_``)."""
+    """out = exp(a) elementwise, 1-D, in a's precision (to test the elementary functions)."""
     for i in range(a.shape[0]):
-        out[i] = exp_(np.float64(a[i]))
+        out[i] = _exp(a[i])
 
 
 @njit(**_OPTS)
 def tanh_array(a, out):
-    """out = tanh(a) elementwise, 1-D (to test ``tanh_``)."""
+    """out = tanh(a) elementwise, 1-D, in a's precision."""
     for i in range(a.shape[0]):
-        out[i] = tanh_(np.float64(a[i]))
+        out[i] = _tanh(a[i])
 
 
 @njit(**_OPTS)
 def log1p_unit_array(a, out):
-    """out = log1p(a) elementwise for a in [0, 1], 1-D (to test ``log1p_unit``)."""
+    """out = log1p(a) elementwise for a in [0, 1], 1-D, in a's precision."""
     for i in range(a.shape[0]):
-        out[i] = log1p_unit(np.float64(a[i]))
+        out[i] = _log1p_unit(a[i])
 
 
 def exp_array_numpy(a, out):
@@ -229,23 +353,6 @@ def tanh_array_numpy(a, out):
 
 def log1p_unit_array_numpy(a, out):
     np.log1p(a, out=out)
-
-
-@njit(**_OPTS)
-def _sigmoid_from(t, e):
-    """sigmoid(t) given e = exp(-|t|), as :func:`minivae.layers.sigmoid` writes it."""
-    return (1.0 if t >= 0.0 else e) / (1.0 + e)
-
-
-@njit(**_OPTS)
-def _sigmoid(t):
-    return _sigmoid_from(t, exp_(-abs(t)))
-
-
-@njit(**_OPTS)
-def _softplus(t):
-    """log(1 + exp(t)) = max(t, 0) + log1p(exp(-|t|)), as np.logaddexp(0, t) computes it."""
-    return max(t, 0.0) + log1p_unit(exp_(-abs(t)))
 
 
 @njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
@@ -277,26 +384,27 @@ def _n_blocks(n):
 def _bias_act_row(a, b, act, h):
     """One row of :func:`bias_act`; the branch on ``act`` sits outside the vectorised loop."""
     n = a.shape[0]
+    zero, one = a.dtype.type(0.0), a.dtype.type(1.0)   # constants in a's dtype keep float32 math float32
     if act == TANH:
         for j in range(n):
             v = a[j] + b[j]
             a[j] = v
-            h[j] = tanh_(np.float64(v))
+            h[j] = _tanh(v)
     elif act == SIGMOID:
         for j in range(n):
             v = a[j] + b[j]
             a[j] = v
-            h[j] = _sigmoid(np.float64(v))
+            h[j] = _sigmoid(v, one)
     elif act == RELU:
         for j in range(n):
             v = a[j] + b[j]
             a[j] = v
-            h[j] = max(v, 0.0)
+            h[j] = max(v, zero)
     elif act == SOFTPLUS:
         for j in range(n):
             v = a[j] + b[j]
             a[j] = v
-            h[j] = _softplus(np.float64(v))
+            h[j] = _softplus(v, zero)
     else:
         for j in range(n):
             v = a[j] + b[j]
@@ -344,28 +452,29 @@ def _act_backward_rows(dh, a, h, act, da, db, lo, hi):
     # Numba's negative-index wraparound on every access, which stops vectorisation.
     dbb = db[lo:hi]
     n = hi - lo
+    zero, one = dh.dtype.type(0.0), dh.dtype.type(1.0)
     for j in range(n):
-        dbb[j] = 0.0
+        dbb[j] = zero
     for i in range(dh.shape[0]):
         dhi, ai, hi_, dai = dh[i, lo:hi], a[i, lo:hi], h[i, lo:hi], da[i, lo:hi]
         if act == TANH:
             for j in range(n):
-                g = dhi[j] * (1.0 - hi_[j] * hi_[j])
+                g = dhi[j] * (one - hi_[j] * hi_[j])
                 dai[j] = g
                 dbb[j] += g
         elif act == SIGMOID:
             for j in range(n):
-                g = dhi[j] * hi_[j] * (1.0 - hi_[j])
+                g = dhi[j] * hi_[j] * (one - hi_[j])
                 dai[j] = g
                 dbb[j] += g
         elif act == RELU:
             for j in range(n):
-                g = dhi[j] * (1.0 if ai[j] > 0.0 else 0.0)
+                g = dhi[j] * (one if ai[j] > zero else zero)
                 dai[j] = g
                 dbb[j] += g
         elif act == SOFTPLUS:
             for j in range(n):
-                g = dhi[j] * _sigmoid(np.float64(ai[j]))
+                g = dhi[j] * _sigmoid(ai[j], one)
                 dai[j] = g
                 dbb[j] += g
         else:
@@ -421,21 +530,22 @@ def _bernoulli_block(a, b, x, w, part, da, db, c, nb):
     M = x.shape[0]
     lo, hi = _block(c, nb, D)
     n = hi - lo
-    terms = np.empty(n)
+    terms = np.empty(n, dtype=a.dtype)
+    zero, one = a.dtype.type(0.0), a.dtype.type(1.0)
     bb, dbb = b[lo:hi], db[lo:hi]                # views from index 0 (see _act_backward_rows)
     for j in range(n):
-        dbb[j] = 0.0
+        dbb[j] = zero
     for r in range(R):
         ar, xr, dar = a[r, lo:hi], x[r % M, lo:hi], da[r, lo:hi]
         for j in range(n):
-            t = np.float64(ar[j] + bb[j])
-            xv = np.float64(xr[j])
-            e = exp_(-abs(t))
-            terms[j] = xv * t - (max(t, 0.0) + log1p_unit(e))
-            g = w * (xv - _sigmoid_from(t, e))
+            t = ar[j] + bb[j]
+            xv = xr[j]
+            e = _exp(-abs(t))
+            terms[j] = xv * t - (max(t, zero) + _log1p_unit(e))
+            g = w * (xv - _sigmoid_from(t, e, one))
             dar[j] = g
             dbb[j] += g
-        part[c, r] = _sum(terms)
+        part[c, r] = _sum(terms)                 # accumulated in float64
 
 
 @njit(parallel=True, **_OPTS)
@@ -488,25 +598,27 @@ def _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, 
     M = x.shape[0]
     lo, hi = _block(c, nb, D)
     n = hi - lo
-    terms = np.empty(n)
+    terms = np.empty(n, dtype=am.dtype)
+    zero, half, one = am.dtype.type(0.0), am.dtype.type(0.5), am.dtype.type(1.0)
+    log_2pi = am.dtype.type(est.LOG_2PI)
     bmb, blvb, dbmb, dblvb = bm[lo:hi], blv[lo:hi], dbm[lo:hi], dblv[lo:hi]
     for j in range(n):
-        dbmb[j] = 0.0
-        dblvb[j] = 0.0
+        dbmb[j] = zero
+        dblvb[j] = zero
     for r in range(R):
         amr, alvr, xr = am[r, lo:hi], alv[r, lo:hi], x[r % M, lo:hi]
         damr, dalvr = dam[r, lo:hi], dalv[r, lo:hi]
         for j in range(n):
-            pre = np.float64(amr[j] + bmb[j])
-            mean = _sigmoid(pre) if sigmoid_mean else pre
-            lv = np.float64(alvr[j] + blvb[j])
-            diff = np.float64(xr[j]) - mean
-            prec = exp_(-lv)
-            terms[j] = est.LOG_2PI + lv + diff * diff * prec
+            pre = amr[j] + bmb[j]
+            mean = _sigmoid(pre, one) if sigmoid_mean else pre
+            lv = alvr[j] + blvb[j]
+            diff = xr[j] - mean
+            prec = _exp(-lv)
+            terms[j] = log_2pi + lv + diff * diff * prec
             gm = w * (diff * prec)
             if sigmoid_mean:
-                gm = gm * mean * (1.0 - mean)
-            glv = w * (0.5 * (diff * diff * prec - 1.0))
+                gm = gm * mean * (one - mean)
+            glv = w * (half * (diff * diff * prec - one))
             damr[j] = gm
             dalvr[j] = glv
             dbmb[j] += gm

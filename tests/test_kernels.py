@@ -123,6 +123,34 @@ def test_log1p_on_the_unit_interval_within_a_few_ulp():
     assert out[e == 0].tolist() == [0.0]
 
 
+def _ulps32(actual, exact):
+    """Error in float32 ulps of the exact (float64) value."""
+    return float((np.abs(actual.astype(np.float64) - exact) / np.spacing(np.abs(exact).astype(np.float32))).max())
+
+
+def test_float32_functions_within_a_few_float32_ulp():
+    """A float32 model's kernels compute in float32 (twice the SIMD lanes) with their own polynomials."""
+    rng = np.random.default_rng(14)
+    x = np.concatenate([rng.standard_normal(5000) * s for s in (1e-30, 1e-4, 0.3, 1.0, 3.0, 10.0)]
+                       + [np.linspace(-12, 12, 2001)]).astype(np.float32)
+    out = np.empty_like(x)
+    K.tanh_array(x, out)
+    assert _ulps32(out, np.tanh(x.astype(np.float64))) <= 4
+    y = np.concatenate([rng.uniform(-87, 88, 10000), rng.standard_normal(2000)]).astype(np.float32)
+    out = np.empty_like(y)
+    K.exp_array(y, out)
+    assert _ulps32(out, np.exp(y.astype(np.float64))) <= 2
+    y = np.array([-100.0, -103.9, -110.0, -1e30, 88.8, 1e30], np.float32)  # subnormal, 0 and inf ends
+    out = np.empty_like(y)
+    with np.errstate(over="ignore"):
+        K.exp_array(y, out)
+        np.testing.assert_array_equal(out, np.exp(y))
+    e = np.concatenate([rng.random(10000), rng.random(1000) * 1e-6, np.exp(-rng.uniform(0, 100, 2000))]).astype(np.float32)
+    out = np.empty_like(e)
+    K.log1p_unit_array(e, out)
+    assert _ulps32(out, np.log1p(e.astype(np.float64))) <= 3
+
+
 # --- hidden layers --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
