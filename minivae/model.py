@@ -402,9 +402,15 @@ _ACT_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
 _KEEP_WORKSPACES = 4   # minibatch shapes kept per model (training, a last short batch, evaluation, ...)
 
 
+_KERNELS = None
+
+
 def _kernels():
-    from . import kernels  # imported on first use: `import minivae` does not load numba
-    return kernels
+    global _KERNELS
+    if _KERNELS is None:
+        from . import kernels  # imported on first use: `import minivae` does not load numba
+        _KERNELS = kernels
+    return _KERNELS
 
 
 def _linear_act_pairs(trunk):
@@ -534,10 +540,10 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
             np.matmul(ws.enc_da[k], lin.params["W"].T, out=ws.enc_dh[k - 1])
 
     ll = ws.ll.reshape(L, M)
-    if estimator == "B":
-        elbo = -ws.kl + np.mean(ll, axis=0)               # (M,), a new array: the caller may keep it
-    else:
-        elbo = np.mean(ll + ws.log_ratio.reshape(L, M), axis=0)
+    if estimator == "A":
+        ll = ll + ws.log_ratio.reshape(L, M)
+    mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
+    elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
     loss = -float(np.mean(elbo))
     if n_data is not None:
         n = model.dtype.type(n_data)

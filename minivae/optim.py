@@ -29,6 +29,7 @@ class Optimizer:
         self.lr = float(lr)
         self.state: dict[str, np.ndarray] = {}
         self.t = 0  # steps taken
+        self._flat = {}  # name -> (arrays, their flat views), for the fast update
 
     def step(self, params, grads):
         """One update of every array in ``params`` from ``grads`` (same keys)."""
@@ -44,6 +45,19 @@ class Optimizer:
     def _update_fast(self, name, p, g):
         """The same update in one jitted pass; returns False (nothing done) if it cannot run it."""
         return False
+
+    def _flat_views(self, name, *arrays):
+        """1-D views of C-contiguous float arrays of one dtype and shape, or None; cached per name."""
+        cached = self._flat.get(name)
+        if cached is not None and all(a is b for a, b in zip(cached[0], arrays)):
+            return cached[1]
+        p = arrays[0]
+        if not (p.dtype.kind == "f" and all(a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous
+                                            for a in arrays)):
+            return None
+        views = tuple(a.reshape(-1) for a in arrays)
+        self._flat[name] = (arrays, views)
+        return views
 
     def _slot(self, key, p):
         """The state array ``key`` (zeros like p at first use)."""
@@ -71,9 +85,10 @@ class SGD(Optimizer):
         p -= self.lr * g
 
     def _update_fast(self, name, p, g):
-        if not _flat_ok(p, g):
+        flat = self._flat_views(name, p, g)
+        if flat is None:
             return False
-        _kernels().sgd_step(p.reshape(-1), g.reshape(-1), p.dtype.type(self.lr))
+        _kernels().sgd_step(*flat, p.dtype.type(self.lr))
         return True
 
 
@@ -95,11 +110,11 @@ class Adagrad(Optimizer):
         p -= self.lr * g / (np.sqrt(G) + self.eps)
 
     def _update_fast(self, name, p, g):
-        G = self._slot(name, p)
-        if not _flat_ok(p, g, G):
+        flat = self._flat_views(name, p, g, self._slot(name, p))
+        if flat is None:
             return False
         f = p.dtype.type
-        _kernels().adagrad_step(p.reshape(-1), g.reshape(-1), G.reshape(-1), f(self.lr), f(self.eps))
+        _kernels().adagrad_step(*flat, f(self.lr), f(self.eps))
         return True
 
 
@@ -125,25 +140,25 @@ class Adam(Optimizer):
         p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
     def _update_fast(self, name, p, g):
-        m, v = self._slot(name + ".m", p), self._slot(name + ".v", p)
-        if not _flat_ok(p, g, m, v):
+        flat = self._flat_views(name, p, g, self._slot(name + ".m", p), self._slot(name + ".v", p))
+        if flat is None:
             return False
         f = p.dtype.type
-        _kernels().adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), f(self.lr),
-                             f(self.beta1), f(self.beta2), f(1.0 - self.beta1), f(1.0 - self.beta2),
-                             f(1.0 - self.beta1 ** self.t), f(1.0 - self.beta2 ** self.t), f(self.eps))
+        _kernels().adam_step(*flat, f(self.lr), f(self.beta1), f(self.beta2), f(1.0 - self.beta1),
+                             f(1.0 - self.beta2), f(1.0 - self.beta1 ** self.t), f(1.0 - self.beta2 ** self.t),
+                             f(self.eps))
         return True
 
 
+_KERNELS = None
+
+
 def _kernels():
-    from . import kernels  # imported on first use: `import minivae` does not load numba
-    return kernels
-
-
-def _flat_ok(p, *others):
-    """True if p and the others are C-contiguous float arrays of one dtype and shape (flat views are possible)."""
-    return (p.dtype.kind == "f" and p.flags.c_contiguous
-            and all(a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous for a in others))
+    global _KERNELS
+    if _KERNELS is None:
+        from . import kernels  # imported on first use: `import minivae` does not load numba
+        _KERNELS = kernels
+    return _KERNELS
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}
