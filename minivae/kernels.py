@@ -45,7 +45,9 @@ NumPy path (to about 1e-6 relative, not bit for bit).
 Parallelism: kernels over (rows, columns) split the *columns* into fixed
 blocks (``prange``), so a column sum adds its rows in order, exactly as
 ``a.sum(axis=0)`` does, and results do not depend on the thread count.
-Arrays smaller than ``PARALLEL_MIN_SIZE`` take a serial branch. Unless
+A thread launch costs 10-50 us (more on a busy machine), so kernels take a
+serial branch below ``PARALLEL_MIN_SIZE`` elements, or ``PARALLEL_MIN_SIZE_FLAT``
+for those with arithmetic only (a few tenths of a ns per element). Unless
 ``NUMBA_THREADING_LAYER`` says otherwise, Numba's own "workqueue" thread pool
 is used: its idle threads sleep, while the OpenMP layer's spin and fight
 OpenBLAS's threads for the cores (steps 3-10x slower on a busy 2-core machine).
@@ -98,7 +100,9 @@ ACT_CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": REL
 
 _BLOCK_ALIGN = 16   # column blocks start on multiples of 16 elements (whole SIMD vectors)
 _MAX_BLOCKS = 8     # a fixed number of blocks: results do not depend on the thread count
-PARALLEL_MIN_SIZE = 16384  # smaller arrays run on one thread: a thread launch would cost more than it saves
+# Smaller arrays run on one thread: the launch would cost more than the second thread saves.
+PARALLEL_MIN_SIZE = 32768         # kernels with exp / tanh / log1p (1-5 ns per element)
+PARALLEL_MIN_SIZE_FLAT = 131072   # arithmetic-only kernels (0.2-0.5 ns per element, memory-bound)
 
 
 # --- vectorisable elementary functions ----------------------------------------------
@@ -497,7 +501,7 @@ def bias_act_backward(dh, a, h, act, da, db):
     db : (C,) written: ``da.sum(axis=0)``, the bias gradient.
     """
     nb = _n_blocks(dh.shape[1])
-    if dh.size < PARALLEL_MIN_SIZE:
+    if dh.size < PARALLEL_MIN_SIZE_FLAT:
         for c in range(nb):
             lo, hi = _block(c, nb, dh.shape[1])
             _act_backward_rows(dh, a, h, act, da, db, lo, hi)
@@ -838,7 +842,7 @@ def weight_decay(g, p, n_data):
     """
     n = p.shape[0]
     part = np.empty(_MAX_BLOCKS)               # (np.zeros would itself become a parallel loop)
-    if n < PARALLEL_MIN_SIZE:
+    if n < PARALLEL_MIN_SIZE_FLAT:
         for c in range(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
             part[c] = _weight_decay_range(g[lo:hi], p[lo:hi], n_data)
@@ -866,7 +870,7 @@ def _sgd_range(p, g, lr):
 def sgd_step(p, g, lr):
     """``p -= lr * g`` in place. p, g: 1-D contiguous; lr: float of their dtype."""
     n = p.shape[0]
-    if n < PARALLEL_MIN_SIZE:
+    if n < PARALLEL_MIN_SIZE_FLAT:
         _sgd_range(p, g, lr)
     else:
         for c in prange(_MAX_BLOCKS):
@@ -894,7 +898,7 @@ def adagrad_step(p, g, G, lr, eps):
     p, g, G: 1-D contiguous arrays of one dtype; lr, eps: floats of that dtype.
     """
     n = p.shape[0]
-    if n < PARALLEL_MIN_SIZE:
+    if n < PARALLEL_MIN_SIZE_FLAT:
         _adagrad_range(p, g, G, lr, eps)
     else:
         for c in prange(_MAX_BLOCKS):
@@ -928,7 +932,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1
     matches NumPy's.
     """
     n = p.shape[0]
-    if n < PARALLEL_MIN_SIZE:
+    if n < PARALLEL_MIN_SIZE_FLAT:
         _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps)
     else:
         for c in prange(_MAX_BLOCKS):

@@ -6,8 +6,9 @@ they differ by a few float32 ulp, 6e-8 each). Entries that cancel to nearly
 zero (1 - tanh(a)^2 for large |a|, a column sum of terms of both signs) keep
 only the absolute accuracy of their inputs, so each comparison also allows
 ``rtol * max|expected|`` in absolute terms. Sizes: one below and one above
-``PARALLEL_MIN_SIZE``, so the serial and the threaded branch are both held to
-the twin. The same tests run as Python under ``NUMBA_DISABLE_JIT=1``.
+``PARALLEL_MIN_SIZE`` (or ``PARALLEL_MIN_SIZE_FLAT``), so the serial and the
+threaded branch are both held to the twin. The same tests run as Python under
+``NUMBA_DISABLE_JIT=1``.
 """
 
 import inspect
@@ -21,8 +22,10 @@ RTOL = {np.float64: 1e-12, np.float32: 2e-5}
 DTYPES = [np.float64, np.float32]
 ACTS = sorted(K.ACT_CODES.items())
 # (rows, columns): small (serial branch) and above PARALLEL_MIN_SIZE (threaded branch)
-SHAPES = [(7, 45), (40, 520)]
+SHAPES = [(7, 45), (64, 520)]
 assert SHAPES[1][0] * SHAPES[1][1] >= K.PARALLEL_MIN_SIZE > SHAPES[0][0] * SHAPES[0][1]
+SHAPES_FLAT = [(7, 45), (128, 1040)]   # the same for arithmetic-only kernels
+assert SHAPES_FLAT[1][0] * SHAPES_FLAT[1][1] >= K.PARALLEL_MIN_SIZE_FLAT
 
 
 def _close(actual, expected, rtol):
@@ -165,7 +168,7 @@ def test_bias_act(act_name, act, dtype, shape):
     assert np.isfinite(h).all()
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("shape", SHAPES_FLAT, ids=["serial", "threaded"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("act_name,act", ACTS, ids=[n for n, _ in ACTS])
 def test_bias_act_backward(act_name, act, dtype, shape):
@@ -272,7 +275,7 @@ def test_reparameterize_kl_backward(dtype, L, estimator_a):
 
 # --- parameter prior and optimisers --------------------------------------------------------------
 
-SIZES = [37, K.PARALLEL_MIN_SIZE + 1001]
+SIZES = [37, K.PARALLEL_MIN_SIZE_FLAT + 1001]
 
 
 @pytest.mark.parametrize("n", SIZES, ids=["serial", "threaded"])
@@ -326,7 +329,7 @@ def test_results_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(13)
     R, D = SHAPES[1]
     a, b, x = rng.standard_normal((R, D)), rng.standard_normal(D), rng.random((R, D))
-    p = rng.standard_normal(K.PARALLEL_MIN_SIZE * 3)
+    p = rng.standard_normal(K.PARALLEL_MIN_SIZE_FLAT * 2)
     results = []
     before = numba.get_num_threads()
     try:
