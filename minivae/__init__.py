@@ -7,13 +7,26 @@ The modules, lowest first (each imports only those before it)::
 
     utils, data -> layers, kernels -> estimator -> model -> optim
         -> checkpoint, train -> evaluate, plots -> cli
+
+The names below are imported on first use, so ``import minivae.data`` stays
+light (no model, no Numba).
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .model import VAE
-from .optim import SGD, Adagrad, Adam
-from .train import dataset_elbo, fit
-from .evaluate import log_likelihood
+_EXPORTS = {"VAE": "model", "SGD": "optim", "Adagrad": "optim", "Adam": "optim",
+            "fit": "train", "dataset_elbo": "train", "log_likelihood": "evaluate"}
 
-__all__ = ["VAE", "SGD", "Adagrad", "Adam", "fit", "dataset_elbo", "log_likelihood", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'minivae' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
