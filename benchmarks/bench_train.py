@@ -343,18 +343,23 @@ def main(args):
         if torch_version:
             contenders[f"torch/{dt}"] = torch_contender(dt, batches, args.threads)
             opt_kind = contenders[f"torch/{dt}"].opt_kind
+    load_before = os.getloadavg()[0]
     times = time_interleaved(contenders, args.repeat, args.steps)
     med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
 
     def ratio(a, b):  # median over repetitions of the per-repetition ratio of speeds b_time / a_time
         return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
 
     results = {"data": data_desc, "threads": args.threads, "repeat": args.repeat, "steps": args.steps,
+               "load_average_1min": [load_before, os.getloadavg()[0]],
                "threading_layer": numba.threading_layer(), "versions": {
                    "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
                    "torch": torch_version}, "torch_adagrad": opt_kind, "cpu": platform.processor() or platform.machine()}
     for dt in dtypes:
         r = {f"{c}_ms": 1e3 * med[f"{c}/{dt}"] for c in ("numpy", "numba", "matmul", "torch") if f"{c}/{dt}" in med}
+        r.update({f"{c}_best_ms": 1e3 * best[f"{c}/{dt}"] for c in ("numpy", "numba", "matmul", "torch")
+                  if f"{c}/{dt}" in best})
         r.update({f"{c}_samples_per_s": M / med[f"{c}/{dt}"] for c in ("numpy", "numba", "torch")
                   if f"{c}/{dt}" in med})
         r["numba_over_numpy"] = ratio(f"numba/{dt}", f"numpy/{dt}")
@@ -373,9 +378,10 @@ def main(args):
     print(f"minivae training step: {D}-{H}-{J} tanh, Bernoulli, M={M}, L={L}, estimator B, "
           f"Adagrad lr {LR}, weight decay 1/{N_DATA}")
     print(f"data: {data_desc}; threads: {args.threads} (OpenBLAS, Numba [{results['threading_layer']}], torch); "
-          f"medians of {args.repeat} x {args.steps} steps")
-    print(f"{'':28s}{'float32':>22s}{'float64':>22s}")
-    print(f"{'':28s}{'ms/step':>11s}{'samples/s':>11s}{'ms/step':>11s}{'samples/s':>11s}")
+          f"medians (and best) of {args.repeat} x {args.steps} steps; load average "
+          f"{load_before:.1f} before, {results['load_average_1min'][1]:.1f} after")
+    print(f"{'':28s}{'float32':>30s}{'float64':>30s}")
+    print(f"{'':28s}" + f"{'ms/step':>10s}{'(best)':>9s}{'samples/s':>11s}" * 2)
     rows = [("numpy", "minivae, NumPy path"), ("numba", "minivae, Numba path"),
             ("torch", f"PyTorch, {opt_kind} Adagrad" if torch_version else None),
             ("matmul", "matrix products only")]
@@ -385,12 +391,12 @@ def main(args):
         cells = ""
         for dt in dtypes:
             ms = results[dt][f"{key}_ms"]
-            cells += f"{ms:11.2f}{M / ms * 1e3:11.0f}"
+            cells += f"{ms:10.2f}{'(' + format(results[dt][key + '_best_ms'], '.2f') + ')':>9s}{M / ms * 1e3:11.0f}"
         print(f"{label:28s}{cells}")
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
                        ("matmul_share_of_numba_step", "products / Numba step")]:
         if key in results["float32"]:
-            print(f"{label:28s}" + "".join(f"{results[dt][key]:22.2f}" for dt in dtypes))
+            print(f"{label:28s}" + "".join(f"{results[dt][key]:30.2f}" for dt in dtypes))
     if "first_step_fresh_process_s" in results:
         lat = results["first_step_fresh_process_s"]
         print(f"fresh process to end of first step (float32): warm Numba cache {lat['warm_cache']:.2f} s, "

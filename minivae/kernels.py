@@ -27,11 +27,12 @@ What is fused (one pass over the data each):
 
 Matrix products are *not* jitted: the model calls NumPy's BLAS (OpenBLAS
 here) as ``np.matmul(a, b, out=buffer)``, with transposes passed as views
-(``h.T``), which BLAS reads without a copy. A jitted triple loop is several
-times slower than OpenBLAS's blocked, vectorised GEMM on every shape of the
-MNIST model; ``np.dot`` inside Numba would call SciPy's second copy of
-OpenBLAS and its own thread pool. The products are the floor of a step (see
-``docs/performance.md``); everything else is in the kernels below.
+(``h.T``), which BLAS reads without a copy. A jitted loop (i-k-j order,
+vectorised, fastmath) takes 2.3 ms for the 100 x 784 x 500 float32 product on
+one core, OpenBLAS 0.78 ms (float64: 4.4 and 1.5 ms); ``np.dot`` inside Numba
+would call SciPy's second copy of OpenBLAS, with its own thread pool. The
+products are the floor of a step (see ``docs/performance.md``); everything
+else is in the kernels below.
 
 Transcendental functions: without Intel SVML, Numba calls the scalar libm
 ``tanh``/``exp``/``log1p``, which are 10-40x slower than NumPy's SIMD loops.
