@@ -2,8 +2,8 @@
 
 Every function builds a :class:`matplotlib.figure.Figure` directly and draws
 it with the Agg canvas: pyplot's global state is never touched, so the same
-code runs headless, in CI and inside a notebook (where the returned Figure
-displays itself). Each function returns the Figure and, when given ``path``,
+code runs headless, in CI and inside a notebook (after ``%matplotlib inline``,
+``IPython.display.display(fig)`` shows the returned Figure). Each function returns the Figure and, when given ``path``,
 saves it through :func:`~minivae.utils.atomic_write`, so an interrupted run
 leaves either the previous PNG or the complete new one, never a broken file.
 
