@@ -38,6 +38,7 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 4, f"expected the four notebooks in {NOTEBOOK_DIR}, found {len(NOTEBOOKS)}"
 
 
+@pytest.mark.slow  # trains models: run by the jitted pass, skipped by the NUMBA_DISABLE_JIT pass
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     _require_kernel()
