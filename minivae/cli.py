@@ -93,8 +93,15 @@ def _write_history(out, history):
 
 
 def _load_data(cfg, download=True):
-    from .data import load_dataset
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=download, seed=cfg.seed)
+    from .data import DataNotFoundError, load_dataset
+    try:
+        return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=download, seed=cfg.seed)
+    except DataNotFoundError as e:
+        if cfg.dataset.startswith("mnist"):   # no silent fallback: say what works offline
+            raise DataNotFoundError(f"{e} To train offline without MNIST, use the generated digits "
+                                    "(not MNIST): minivae train --preset digits", e.filename, e.searched,
+                                    e.failures) from e
+        raise
 
 
 def _build(cfg, D):

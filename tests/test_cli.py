@@ -96,3 +96,12 @@ def test_config_refuses_unknown_keys():
     with pytest.raises(ValueError, match="unknown configuration key\\(s\\): learning_rate"):
         Config.from_dict({"learning_rate": 0.1})
     assert Config.from_dict(Config().to_dict()) == Config()
+
+
+def test_missing_mnist_names_the_offline_alternative(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MINIVAE_DATA", raising=False)
+    monkeypatch.setenv("MINIVAE_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["train", "--no-download", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and "minivae train --preset digits" in err
+    assert not (tmp_path / "o" / "checkpoint.npz").exists()
