@@ -39,21 +39,28 @@ Transcendental functions: without Intel SVML, Numba calls the scalar libm
 ``exp_``, ``tanh_`` and ``log1p_unit`` here are written with arithmetic only
 (Cody-Waite range reduction and polynomials, fdlibm's log coefficients) so
 LLVM vectorises them; they are within a few ulp of NumPy in float64 (tested).
-All elementwise arithmetic is done in float64 and stored in the array's
-dtype, so a float32 model's kernels are at least as accurate as the float32
-NumPy path (to about 1e-6 relative, not bit for bit).
+A float32 model's kernels compute in float32 (twice the SIMD lanes), with
+float32 versions of the three functions (shorter polynomials, within a few
+float32 ulp); sums of many terms (log-likelihoods, the parameter prior) are
+accumulated in float64.
 
-Parallelism: kernels over (rows, columns) split the *columns* into fixed
-blocks (``prange``), so a column sum adds its rows in order, exactly as
-``a.sum(axis=0)`` does, and results do not depend on the thread count.
-A thread launch costs 10-50 us (more on a busy machine), so kernels take a
-serial branch below ``PARALLEL_MIN_SIZE`` elements, or ``PARALLEL_MIN_SIZE_FLAT``
-for those with arithmetic only (a few tenths of a ns per element). Unless
-``NUMBA_THREADING_LAYER`` says otherwise, Numba's own "workqueue" thread pool
-is used: its idle threads sleep, while the OpenMP layer's spin and fight
-OpenBLAS's threads for the cores (steps 3-10x slower on a busy 2-core machine).
-The workqueue layer does not allow two Python threads to run parallel kernels
-at the same time.
+Threads: above a size threshold, kernels over (rows, columns) work in a fixed
+number of row chunks (``prange`` over the chunks), each adding its rows' part
+of a column sum into its own partial, so results do not depend on the thread
+count; below it they run on one thread and add rows in order, as
+``a.sum(axis=0)`` does. A Numba thread
+launch costs 20-50 us here, and for the paper's MNIST step (50 000-80 000
+elements per kernel) one thread per kernel, with OpenBLAS's threads for the
+products, was measured faster over a whole step than two (3.3 vs 3.9 ms in
+float32); so kernels take their serial branch below ``PARALLEL_MIN_SIZE``
+elements (kernels with exp/tanh/log1p) or ``PARALLEL_MIN_SIZE_FLAT``
+(arithmetic-only kernels, which are memory-bound and gain little from a second
+core), and threads serve only much larger batches. Unless
+``NUMBA_THREADING_LAYER`` says otherwise, Numba's own "workqueue" pool is used:
+its idle threads sleep, while the OpenMP layer's spin and fight OpenBLAS's
+threads for the cores (a launch took 4-8 ms instead of 1.4 us on the busy
+machine). The workqueue layer does not allow two Python threads to run
+parallel kernels at the same time.
 """
 
 from __future__ import annotations
@@ -99,11 +106,11 @@ _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 IDENTITY, TANH, SIGMOID, RELU, SOFTPLUS = 0, 1, 2, 3, 4
 ACT_CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU, "softplus": SOFTPLUS}
 
-_BLOCK_ALIGN = 16   # column blocks start on multiples of 16 elements (whole SIMD vectors)
-_MAX_BLOCKS = 8     # a fixed number of blocks: results do not depend on the thread count
-# Smaller arrays run on one thread: the launch would cost more than the second thread saves.
-PARALLEL_MIN_SIZE = 32768         # kernels with exp / tanh / log1p (1-5 ns per element)
-PARALLEL_MIN_SIZE_FLAT = 131072   # arithmetic-only kernels (0.2-0.5 ns per element, memory-bound)
+_CHUNKS = 8         # row chunks (and blocks of flat arrays): a fixed number, so results
+_MAX_BLOCKS = _CHUNKS  # do not depend on the thread count
+# Smaller arrays run on one thread (see the module docstring).
+PARALLEL_MIN_SIZE = 262144        # kernels with exp / tanh / log1p (1-5 ns per element)
+PARALLEL_MIN_SIZE_FLAT = 4194304  # arithmetic-only kernels (0.2-1 ns per element, memory-bound)
 
 
 # --- vectorisable elementary functions ----------------------------------------------
@@ -370,51 +377,61 @@ def _sum(v):
 
 
 @njit(**_OPTS)
-def _block(c, nb, n):
-    """Bounds [lo, hi) of block c of nb over range(n), starting on multiples of _BLOCK_ALIGN."""
-    lo = (c * n // nb) // _BLOCK_ALIGN * _BLOCK_ALIGN if c > 0 else 0
-    hi = (c + 1) * n // nb // _BLOCK_ALIGN * _BLOCK_ALIGN if c + 1 < nb else n
-    return lo, hi
+def _chunk(c, n_chunks, n):
+    """Bounds [lo, hi) of chunk c of n_chunks over range(n)."""
+    return c * n // n_chunks, (c + 1) * n // n_chunks
 
 
 @njit(**_OPTS)
-def _n_blocks(n):
-    """How many column blocks for n columns: at most _MAX_BLOCKS, each >= 32 wide."""
-    return max(1, min(_MAX_BLOCKS, n // 32))
+def _n_chunks(n):
+    return max(1, min(_CHUNKS, n))
+
+
+@njit(**_OPTS)
+def _column_sums(part, out):
+    """out = part.sum(axis=0), chunk after chunk."""
+    for j in range(out.shape[0]):
+        out[j] = part[0, j]
+    for c in range(1, part.shape[0]):
+        pc = part[c]
+        for j in range(out.shape[0]):
+            out[j] += pc[j]
 
 
 # --- hidden layers: bias + activation, and back --------------------------------------
 
 @njit(**_OPTS)
-def _bias_act_row(a, b, act, h):
-    """One row of :func:`bias_act`; the branch on ``act`` sits outside the vectorised loop."""
-    n = a.shape[0]
+def _bias_act_rows(a, b, act, h, r0, r1):
+    """Rows [r0, r1) of :func:`bias_act`; the branch on ``act`` sits outside the vectorised loops."""
+    n = a.shape[1]
     zero, one = a.dtype.type(0.0), a.dtype.type(1.0)   # constants in a's dtype keep float32 math float32
-    if act == TANH:
-        for j in range(n):
-            v = a[j] + b[j]
-            a[j] = v
-            h[j] = _tanh(v)
-    elif act == SIGMOID:
-        for j in range(n):
-            v = a[j] + b[j]
-            a[j] = v
-            h[j] = _sigmoid(v, one)
-    elif act == RELU:
-        for j in range(n):
-            v = a[j] + b[j]
-            a[j] = v
-            h[j] = max(v, zero)
-    elif act == SOFTPLUS:
-        for j in range(n):
-            v = a[j] + b[j]
-            a[j] = v
-            h[j] = _softplus(v, zero)
-    else:
-        for j in range(n):
-            v = a[j] + b[j]
-            a[j] = v
-            h[j] = v
+    for i in range(r0, r1):
+        ai, hi_ = a[i], h[i]
+        if act == TANH:
+            for j in range(n):
+                v = ai[j] + b[j]
+                ai[j] = v
+                hi_[j] = _tanh(v)
+        elif act == SIGMOID:
+            for j in range(n):
+                v = ai[j] + b[j]
+                ai[j] = v
+                hi_[j] = _sigmoid(v, one)
+        elif act == RELU:
+            for j in range(n):
+                v = ai[j] + b[j]
+                ai[j] = v
+                hi_[j] = max(v, zero)
+        elif act == SOFTPLUS:
+            for j in range(n):
+                v = ai[j] + b[j]
+                ai[j] = v
+                hi_[j] = _softplus(v, zero)
+        else:
+            for j in range(n):
+                v = ai[j] + b[j]
+                ai[j] = v
+                hi_[j] = v
 
 
 @njit(parallel=True, **_OPTS)
@@ -428,12 +445,14 @@ def bias_act(a, b, act, h):
     act : int, one of ``ACT_CODES``.
     h : (R, C) array, written; must not be ``a``.
     """
+    R = a.shape[0]
+    nc = _n_chunks(R)
     if a.size < PARALLEL_MIN_SIZE:
-        for i in range(a.shape[0]):
-            _bias_act_row(a[i], b, act, h[i])
+        _bias_act_rows(a, b, act, h, 0, R)
     else:
-        for i in prange(a.shape[0]):
-            _bias_act_row(a[i], b, act, h[i])
+        for c in prange(nc):
+            r0, r1 = _chunk(c, nc, R)
+            _bias_act_rows(a, b, act, h, r0, r1)
 
 
 def bias_act_numpy(a, b, act, h):
@@ -451,42 +470,39 @@ def bias_act_numpy(a, b, act, h):
 
 
 @njit(**_OPTS)
-def _act_backward_rows(dh, a, h, act, da, db, lo, hi):
-    """Columns [lo, hi) of :func:`bias_act_backward`; rows added to db in order."""
-    # Loops run over views from index 0: a loop from a variable start would need
-    # Numba's negative-index wraparound on every access, which stops vectorisation.
-    dbb = db[lo:hi]
-    n = hi - lo
+def _act_backward_rows(dh, a, h, act, da, part, r0, r1):
+    """Rows [r0, r1) of :func:`bias_act_backward`; their column sums of da go to part."""
+    n = dh.shape[1]
     zero, one = dh.dtype.type(0.0), dh.dtype.type(1.0)
     for j in range(n):
-        dbb[j] = zero
-    for i in range(dh.shape[0]):
-        dhi, ai, hi_, dai = dh[i, lo:hi], a[i, lo:hi], h[i, lo:hi], da[i, lo:hi]
+        part[j] = zero
+    for i in range(r0, r1):
+        dhi, ai, hi_, dai = dh[i], a[i], h[i], da[i]
         if act == TANH:
             for j in range(n):
                 g = dhi[j] * (one - hi_[j] * hi_[j])
                 dai[j] = g
-                dbb[j] += g
+                part[j] += g
         elif act == SIGMOID:
             for j in range(n):
                 g = dhi[j] * hi_[j] * (one - hi_[j])
                 dai[j] = g
-                dbb[j] += g
+                part[j] += g
         elif act == RELU:
             for j in range(n):
                 g = dhi[j] * (one if ai[j] > zero else zero)
                 dai[j] = g
-                dbb[j] += g
+                part[j] += g
         elif act == SOFTPLUS:
             for j in range(n):
                 g = dhi[j] * _sigmoid(ai[j], one)
                 dai[j] = g
-                dbb[j] += g
+                part[j] += g
         else:
             for j in range(n):
                 g = dhi[j]
                 dai[j] = g
-                dbb[j] += g
+                part[j] += g
 
 
 @njit(parallel=True, **_OPTS)
@@ -501,15 +517,16 @@ def bias_act_backward(dh, a, h, act, da, db):
     da : (R, C) written: gradient reaching the pre-activation; must not be ``dh``.
     db : (C,) written: ``da.sum(axis=0)``, the bias gradient.
     """
-    nb = _n_blocks(dh.shape[1])
-    if dh.size < PARALLEL_MIN_SIZE_FLAT:
-        for c in range(nb):
-            lo, hi = _block(c, nb, dh.shape[1])
-            _act_backward_rows(dh, a, h, act, da, db, lo, hi)
+    R = dh.shape[0]
+    if dh.size < PARALLEL_MIN_SIZE_FLAT:                  # rows in order: db as da.sum(axis=0) adds them
+        _act_backward_rows(dh, a, h, act, da, db, 0, R)
     else:
-        for c in prange(nb):
-            lo, hi = _block(c, nb, dh.shape[1])
-            _act_backward_rows(dh, a, h, act, da, db, lo, hi)
+        nc = _n_chunks(R)
+        part = np.empty((nc, dh.shape[1]), dtype=dh.dtype)
+        for c in prange(nc):
+            r0, r1 = _chunk(c, nc, R)
+            _act_backward_rows(dh, a, h, act, da, part[c], r0, r1)
+        _column_sums(part, db)
 
 
 def bias_act_backward_numpy(dh, a, h, act, da, db):
@@ -529,28 +546,25 @@ def bias_act_backward_numpy(dh, a, h, act, da, db):
 # --- decoder heads: log-likelihood and its gradient ----------------------------------
 
 @njit(**_OPTS)
-def _bernoulli_block(a, b, x, w, part, da, db, c, nb):
-    """Columns of block c of :func:`bernoulli_head`: da, db, and each row's partial ll in part[c]."""
-    R, D = a.shape
+def _bernoulli_rows(a, b, x, w, ll, da, part, r0, r1):
+    """Rows [r0, r1) of :func:`bernoulli_head`; their column sums of da go to part."""
+    D = a.shape[1]
     M = x.shape[0]
-    lo, hi = _block(c, nb, D)
-    n = hi - lo
-    terms = np.empty(n, dtype=a.dtype)
     zero, one = a.dtype.type(0.0), a.dtype.type(1.0)
-    bb, dbb = b[lo:hi], db[lo:hi]                # views from index 0 (see _act_backward_rows)
-    for j in range(n):
-        dbb[j] = zero
-    for r in range(R):
-        ar, xr, dar = a[r, lo:hi], x[r % M, lo:hi], da[r, lo:hi]
-        for j in range(n):
-            t = ar[j] + bb[j]
+    terms = np.empty(D, dtype=a.dtype)
+    for j in range(D):
+        part[j] = zero
+    for r in range(r0, r1):
+        ar, xr, dar = a[r], x[r % M], da[r]
+        for j in range(D):
+            t = ar[j] + b[j]
             xv = xr[j]
             e = _exp(-abs(t))
             terms[j] = xv * t - (max(t, zero) + _log1p_unit(e))
             g = w * (xv - _sigmoid_from(t, e, one))
             dar[j] = g
-            dbb[j] += g
-        part[c, r] = _sum(terms)                 # accumulated in float64
+            part[j] += g
+        ll[r] = _sum(terms)                      # accumulated in float64
 
 
 @njit(parallel=True, **_OPTS)
@@ -572,20 +586,16 @@ def bernoulli_head(a, b, x, w, ll, da, db):
     da : (L*M, D) written; must not be ``a``.
     db : (D,) written.
     """
-    R, D = a.shape
-    nb = _n_blocks(D)
-    part = np.empty((nb, R))                     # ll summed over each column block
+    R = a.shape[0]
     if a.size < PARALLEL_MIN_SIZE:
-        for c in range(nb):
-            _bernoulli_block(a, b, x, w, part, da, db, c, nb)
+        _bernoulli_rows(a, b, x, w, ll, da, db, 0, R)
     else:
-        for c in prange(nb):
-            _bernoulli_block(a, b, x, w, part, da, db, c, nb)
-    for r in range(R):
-        s = 0.0
-        for c in range(nb):
-            s += part[c, r]
-        ll[r] = s
+        nc = _n_chunks(R)
+        part = np.empty((nc, a.shape[1]), dtype=a.dtype)
+        for c in prange(nc):
+            r0, r1 = _chunk(c, nc, R)
+            _bernoulli_rows(a, b, x, w, ll, da, part[c], r0, r1)
+        _column_sums(part, db)
 
 
 def bernoulli_head_numpy(a, b, x, w, ll, da, db):
@@ -597,26 +607,22 @@ def bernoulli_head_numpy(a, b, x, w, ll, da, db):
 
 
 @njit(**_OPTS)
-def _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, dblv, c, nb):
-    """Columns of block c of :func:`gaussian_head`."""
-    R, D = am.shape
+def _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, part_m, part_lv, r0, r1):
+    """Rows [r0, r1) of :func:`gaussian_head`."""
+    D = am.shape[1]
     M = x.shape[0]
-    lo, hi = _block(c, nb, D)
-    n = hi - lo
-    terms = np.empty(n, dtype=am.dtype)
     zero, half, one = am.dtype.type(0.0), am.dtype.type(0.5), am.dtype.type(1.0)
     log_2pi = am.dtype.type(est.LOG_2PI)
-    bmb, blvb, dbmb, dblvb = bm[lo:hi], blv[lo:hi], dbm[lo:hi], dblv[lo:hi]
-    for j in range(n):
-        dbmb[j] = zero
-        dblvb[j] = zero
-    for r in range(R):
-        amr, alvr, xr = am[r, lo:hi], alv[r, lo:hi], x[r % M, lo:hi]
-        damr, dalvr = dam[r, lo:hi], dalv[r, lo:hi]
-        for j in range(n):
-            pre = amr[j] + bmb[j]
+    terms = np.empty(D, dtype=am.dtype)
+    for j in range(D):
+        part_m[j] = zero
+        part_lv[j] = zero
+    for r in range(r0, r1):
+        amr, alvr, xr, damr, dalvr = am[r], alv[r], x[r % M], dam[r], dalv[r]
+        for j in range(D):
+            pre = amr[j] + bm[j]
             mean = _sigmoid(pre, one) if sigmoid_mean else pre
-            lv = alvr[j] + blvb[j]
+            lv = alvr[j] + blv[j]
             diff = xr[j] - mean
             prec = _exp(-lv)
             terms[j] = log_2pi + lv + diff * diff * prec
@@ -626,9 +632,9 @@ def _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, 
             glv = w * (half * (diff * diff * prec - one))
             damr[j] = gm
             dalvr[j] = glv
-            dbmb[j] += gm
-            dblvb[j] += glv
-        part[c, r] = _sum(terms)
+            part_m[j] += gm
+            part_lv[j] += glv
+        ll[r] = -0.5 * _sum(terms)
 
 
 @njit(parallel=True, **_OPTS)
@@ -652,19 +658,17 @@ def gaussian_head(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv
     dbm, dblv : (D,) written.
     """
     R, D = am.shape
-    nb = _n_blocks(D)
-    part = np.empty((nb, R))
     if am.size < PARALLEL_MIN_SIZE:
-        for c in range(nb):
-            _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, dblv, c, nb)
+        _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv, 0, R)
     else:
-        for c in prange(nb):
-            _gaussian_block(am, bm, alv, blv, x, sigmoid_mean, w, part, dam, dalv, dbm, dblv, c, nb)
-    for r in range(R):
-        s = 0.0
-        for c in range(nb):
-            s += part[c, r]
-        ll[r] = -0.5 * s
+        nc = _n_chunks(R)
+        part_m = np.empty((nc, D), dtype=am.dtype)
+        part_lv = np.empty((nc, D), dtype=am.dtype)
+        for c in prange(nc):
+            r0, r1 = _chunk(c, nc, R)
+            _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, part_m[c], part_lv[c], r0, r1)
+        _column_sums(part_m, dbm)
+        _column_sums(part_lv, dblv)
 
 
 def gaussian_head_numpy(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv):
@@ -701,29 +705,31 @@ def reparameterize_kl(heads, b_mu, b_lv, eps, z, kl, log_ratio):
     log_ratio : (L*M,) written: log p(z_l) - log q(z_l|x), estimator A's extra term (eq. 6).
     """
     L, M, J = eps.shape
+    one, half = heads.dtype.type(1.0), heads.dtype.type(0.5)
+    log_2pi = heads.dtype.type(est.LOG_2PI)
+    terms = np.empty(J, dtype=heads.dtype)       # per-unit terms, summed afterwards (vectorised loops)
+    terms_q = np.empty(J, dtype=heads.dtype)
     for m in range(M):
-        s = 0.0
+        hm = heads[m]
         for j in range(J):
-            mu = heads[m, j] + b_mu[j]
-            lv = heads[m, J + j] + b_lv[j]
-            heads[m, j] = mu
-            heads[m, J + j] = lv
-            s += 1.0 + lv - mu * mu - np.exp(lv)
-        kl[m] = -0.5 * s
+            mu = hm[j] + b_mu[j]
+            lv = hm[J + j] + b_lv[j]
+            hm[j] = mu
+            hm[J + j] = lv
+            terms[j] = one + lv - mu * mu - _exp(lv)
+        kl[m] = -0.5 * _sum(terms)
     for l in range(L):
         for m in range(M):
             r = l * M + m
-            sp = 0.0
-            sq = 0.0
+            hm, el, zr = heads[m], eps[l, m], z[r]
             for j in range(J):
-                mu, lv = heads[m, j], heads[m, J + j]
-                zv = mu + np.exp(0.5 * lv) * eps[l, m, j]
-                z[r, j] = zv
-                zv = z[r, j]                     # as stored (float32 models round here)
+                mu, lv = hm[j], hm[J + j]
+                zv = mu + _exp(half * lv) * el[j]
+                zr[j] = zv
                 diff = zv - mu
-                sp += est.LOG_2PI + zv * zv
-                sq += est.LOG_2PI + lv + diff * diff * np.exp(-lv)
-            log_ratio[r] = -0.5 * sp - (-0.5 * sq)
+                terms[j] = log_2pi + zv * zv
+                terms_q[j] = log_2pi + lv + diff * diff * _exp(-lv)
+            log_ratio[r] = -0.5 * _sum(terms) - (-0.5 * _sum(terms_q))
 
 
 def reparameterize_kl_numpy(heads, b_mu, b_lv, eps, z, kl, log_ratio):
@@ -761,43 +767,50 @@ def reparameterize_kl_backward(dz, eps, heads, z, dout, w, estimator_a, dheads, 
     db_mu, db_lv : (J,) written: the heads' bias gradients (column sums).
     """
     L, M, J = eps.shape
+    zero, half, one = heads.dtype.type(0.0), heads.dtype.type(0.5), heads.dtype.type(1.0)
+    sdz = np.empty(J, dtype=heads.dtype)         # sums over the L samples, per latent unit
+    sdze = np.empty(J, dtype=heads.dtype)
+    smu = np.empty(J, dtype=heads.dtype)
+    slv = np.empty(J, dtype=heads.dtype)
     for j in range(J):
-        db_mu[j] = 0.0
-        db_lv[j] = 0.0
+        db_mu[j] = zero
+        db_lv[j] = zero
     for m in range(M):
+        hm, dm = heads[m], dheads[m]
         for j in range(J):
-            mu, lv = heads[m, j], heads[m, J + j]
-            sigma = np.exp(0.5 * lv)
-            sdz = 0.0
-            sdze = 0.0
-            if estimator_a:
-                prec = np.exp(-lv)
-                sdmu_q = 0.0
-                sdlv_q = 0.0
-                for l in range(L):
-                    r = l * M + m
-                    zv = z[r, j]
+            sdz[j] = zero
+            sdze[j] = zero
+            smu[j] = zero
+            slv[j] = zero
+        for l in range(L):
+            r = l * M + m
+            dzr, el, zr = dz[r], eps[l, m], z[r]
+            if estimator_a:                      # log p(z) - log q(z|x): its own gradient reaches z, mu, log_var
+                for j in range(J):
+                    mu, lv, zv = hm[j], hm[J + j], zr[j]
+                    prec = _exp(-lv)
                     diff = zv - mu
-                    dz_total = dz[r, j] + w * ((-zv) - (-diff) * prec)
-                    sdz += dz_total
-                    sdze += dz_total * eps[l, m, j]
-                    sdmu_q += w * (diff * prec)
-                    sdlv_q += w * (0.5 * (diff * diff * prec - 1.0))
-                dmu_direct = -sdmu_q
-                dlv_direct = -sdlv_q
+                    dz_total = dzr[j] + w * ((-zv) - (-diff) * prec)
+                    sdz[j] += dz_total
+                    sdze[j] += dz_total * el[j]
+                    smu[j] += w * (diff * prec)
+                    slv[j] += w * (half * (diff * diff * prec - one))
             else:
-                for l in range(L):
-                    r = l * M + m
-                    sdz += dz[r, j]
-                    sdze += dz[r, j] * eps[l, m, j]
-                dmu_direct = -dout * mu
-                dlv_direct = -dout * (0.5 * (np.exp(lv) - 1.0))
-            dmu = sdz + dmu_direct
-            dlv = 0.5 * sigma * sdze + dlv_direct
-            dheads[m, j] = dmu
-            dheads[m, J + j] = dlv
-            db_mu[j] += dheads[m, j]
-            db_lv[j] += dheads[m, J + j]
+                for j in range(J):
+                    sdz[j] += dzr[j]
+                    sdze[j] += dzr[j] * el[j]
+        for j in range(J):
+            mu, lv = hm[j], hm[J + j]
+            if estimator_a:
+                dmu_direct, dlv_direct = -smu[j], -slv[j]
+            else:                                # the KL's gradient (estimator B)
+                dmu_direct, dlv_direct = -dout * mu, -dout * (half * (_exp(lv) - one))
+            dmu = sdz[j] + dmu_direct                       # through z and directly: two paths meet
+            dlv = half * _exp(half * lv) * sdze[j] + dlv_direct
+            dm[j] = dmu
+            dm[J + j] = dlv
+            db_mu[j] += dm[j]
+            db_lv[j] += dm[J + j]
 
 
 def reparameterize_kl_backward_numpy(dz, eps, heads, z, dout, w, estimator_a, dheads, db_mu, db_lv):
@@ -960,7 +973,8 @@ def count_bad(x, lo, hi):
         xi = x[i]
         for j in range(x.shape[1]):
             v = xi[j]
-            n += not (v >= lo and v <= hi and math.isfinite(v))
+            # & rather than `and`: no branches, so the loop vectorises; NaN fails every comparison
+            n += 0 if (v >= lo) & (v <= hi) & (abs(v) < math.inf) else 1
     return n
 
 

@@ -478,6 +478,14 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
     enc_layers, dec_layers = _linear_act_pairs(enc.trunk), _linear_act_pairs(dec.trunk)
     dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
+    n = None if n_data is None else model.dtype.type(n_data)
+    sum_sq = {}                                           # id(gradient) -> sum of its parameter's squares
+
+    def decay(lin):
+        """The parameter prior's gradient for a large weight, while its gradient is still in cache."""
+        g, p = lin.grads["W"], lin.params["W"]
+        if n is not None and g.flags.c_contiguous and p.flags.c_contiguous and p.dtype == g.dtype:
+            sum_sq[id(g)] = K.weight_decay(g.reshape(-1), p.reshape(-1), n)
 
     # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
     inp = x
@@ -504,6 +512,7 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
         np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
         K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
         np.matmul(h_dec.T, ws.out_da, out=lin.grads["W"])
+        decay(lin)
         np.matmul(ws.out_da, lin.params["W"].T, out=dh)
     else:
         m_lin, v_lin = dec.mean_layer, dec.log_var
@@ -512,7 +521,9 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
         K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
                         ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
         np.matmul(h_dec.T, ws.out_da, out=m_lin.grads["W"])
+        decay(m_lin)
         np.matmul(h_dec.T, ws.out_da2, out=v_lin.grads["W"])
+        decay(v_lin)
         np.matmul(ws.out_da, m_lin.params["W"].T, out=dh)
         np.matmul(ws.out_da2, v_lin.params["W"].T, out=ws.dh_tmp)
         dh += ws.dh_tmp                                  # two paths meet at h
@@ -522,6 +533,7 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
         lin, act = dec_layers[k]
         K.bias_act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
         np.matmul((ws.dec_h[k - 1] if k else ws.z).T, ws.dec_da[k], out=lin.grads["W"])
+        decay(lin)
         np.matmul(ws.dec_da[k], lin.params["W"].T, out=ws.dec_dh[k - 1] if k else ws.dz)
 
     # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
@@ -536,6 +548,7 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
         lin, act = enc_layers[k]
         K.bias_act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
         np.matmul((ws.enc_h[k - 1] if k else x).T, ws.enc_da[k], out=lin.grads["W"])
+        decay(lin)
         if k:                                            # no gradient for the data
             np.matmul(ws.enc_da[k], lin.params["W"].T, out=ws.enc_dh[k - 1])
 
@@ -545,15 +558,17 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
     mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
     elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
     loss = -float(np.mean(elbo))
-    if n_data is not None:
-        n = model.dtype.type(n_data)
-        sum_sq = 0.0
+    if n_data is not None:                                # the rest of the prior, then its value in dict order
+        total = 0.0
         for name, p in model.params.items():
             g = model.grads[name]
-            if p.flags.c_contiguous and g.flags.c_contiguous and p.dtype == g.dtype:
-                sum_sq += K.weight_decay(g.reshape(-1), p.reshape(-1), n)
-            else:
-                g += p / n
-                sum_sq += float(np.sum(p * p))
-        loss -= (-0.5 * sum_sq) / n_data
+            s = sum_sq.get(id(g))
+            if s is None:
+                if p.flags.c_contiguous and g.flags.c_contiguous and p.dtype == g.dtype:
+                    s = K.weight_decay(g.reshape(-1), p.reshape(-1), n)
+                else:
+                    g += p / n
+                    s = float(np.sum(p.astype(np.float64) ** 2))
+            total += s
+        loss -= (-0.5 * total) / n_data
     return loss, elbo

@@ -8,7 +8,8 @@ only the absolute accuracy of their inputs, so each comparison also allows
 ``rtol * max|expected|`` in absolute terms. Sizes: one below and one above
 ``PARALLEL_MIN_SIZE`` (or ``PARALLEL_MIN_SIZE_FLAT``), so the serial and the
 threaded branch are both held to the twin. The same tests run as Python under
-``NUMBA_DISABLE_JIT=1``.
+``NUMBA_DISABLE_JIT=1``, except the threaded sizes (no threads there, and
+millions of elements in Python loops).
 """
 
 import inspect
@@ -21,11 +22,11 @@ from minivae import kernels as K
 RTOL = {np.float64: 1e-12, np.float32: 2e-5}
 DTYPES = [np.float64, np.float32]
 ACTS = sorted(K.ACT_CODES.items())
+_JIT_ONLY = pytest.mark.skipif(not K.JIT_ENABLED, reason="threads exist only for jitted code")
 # (rows, columns): small (serial branch) and above PARALLEL_MIN_SIZE (threaded branch)
-SHAPES = [(7, 45), (64, 520)]
-assert SHAPES[1][0] * SHAPES[1][1] >= K.PARALLEL_MIN_SIZE > SHAPES[0][0] * SHAPES[0][1]
-SHAPES_FLAT = [(7, 45), (128, 1040)]   # the same for arithmetic-only kernels
-assert SHAPES_FLAT[1][0] * SHAPES_FLAT[1][1] >= K.PARALLEL_MIN_SIZE_FLAT
+SHAPES = [(7, 45), pytest.param((256, 1040), marks=_JIT_ONLY)]
+SHAPES_FLAT = [(7, 45), pytest.param((2048, 2056), marks=_JIT_ONLY)]   # arithmetic-only kernels
+assert 256 * 1040 >= K.PARALLEL_MIN_SIZE > 7 * 45 and 2048 * 2056 >= K.PARALLEL_MIN_SIZE_FLAT
 
 
 def _close(actual, expected, rtol):
@@ -275,7 +276,7 @@ def test_reparameterize_kl_backward(dtype, L, estimator_a):
 
 # --- parameter prior and optimisers --------------------------------------------------------------
 
-SIZES = [37, K.PARALLEL_MIN_SIZE_FLAT + 1001]
+SIZES = [37, pytest.param(K.PARALLEL_MIN_SIZE_FLAT + 1001, marks=_JIT_ONLY)]
 
 
 @pytest.mark.parametrize("n", SIZES, ids=["serial", "threaded"])
@@ -327,7 +328,7 @@ def test_results_do_not_depend_on_the_thread_count():
     import numba
 
     rng = np.random.default_rng(13)
-    R, D = SHAPES[1]
+    R, D = 256, 1040
     a, b, x = rng.standard_normal((R, D)), rng.standard_normal(D), rng.random((R, D))
     p = rng.standard_normal(K.PARALLEL_MIN_SIZE_FLAT * 2)
     results = []
