@@ -25,7 +25,7 @@ import contextlib
 import importlib.util
 import os
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend"]
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "kernels"]
 
 BACKENDS = ("numba", "numpy")
 _ENV = "MINIVAE_BACKEND"
@@ -79,3 +79,9 @@ def use_backend(name: str):
         yield name
     finally:
         set_backend(previous)
+
+
+def kernels():
+    """The module :mod:`minivae.kernels`, imported on first use (``import minivae`` does not load Numba)."""
+    from . import kernels as module
+    return module

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import estimator as est
 from .backend import get_backend
+from .backend import kernels as _kernels
 from .layers import ACTIVATIONS, Linear, Sigmoid, mlp, sigmoid
 from .utils import as_generator, check_matrix
 
@@ -402,15 +403,6 @@ _ACT_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
 _KEEP_WORKSPACES = 4   # minibatch shapes kept per model (training, a last short batch, evaluation, ...)
 
 
-_KERNELS = None
-
-
-def _kernels():
-    global _KERNELS
-    if _KERNELS is None:
-        from . import kernels  # imported on first use: `import minivae` does not load numba
-        _KERNELS = kernels
-    return _KERNELS
 
 
 def _linear_act_pairs(trunk):

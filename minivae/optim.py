@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_backend
+from .backend import kernels as _kernels
 
 __all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS"]
 
@@ -150,15 +151,6 @@ class Adam(Optimizer):
         return True
 
 
-_KERNELS = None
-
-
-def _kernels():
-    global _KERNELS
-    if _KERNELS is None:
-        from . import kernels  # imported on first use: `import minivae` does not load numba
-        _KERNELS = kernels
-    return _KERNELS
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}
