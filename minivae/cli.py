@@ -195,7 +195,8 @@ def cmd_evaluate(args):
     cfg, data, model = _load_run(args.run)
     x = data.x_test[:args.n] if args.n else data.x_test
     if cfg.binarize == "dynamic":   # evaluate on one fixed binarisation of the test set
-        x = (np.random.default_rng([args.seed, 4]).random(x.shape, dtype=x.dtype) < x).astype(x.dtype)
+        from .data import binarize_dynamic
+        x = binarize_dynamic(x, np.random.default_rng([args.seed, 4]))
     rng = np.random.default_rng(args.seed)
     elbo = dataset_elbo(model, x, rng, L=args.L, estimator=cfg.estimator)
     result = {"n_test": len(x), "elbo": elbo, "elbo_L": args.L, "seed": args.seed}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data.batches import binarize_dynamic
 from .utils import as_generator, check_matrix
 
 __all__ = ["fit", "dataset_elbo", "eval_schedule", "TrainingDiverged"]
@@ -56,11 +57,6 @@ def eval_schedule(total_steps, n_points):
     """Steps at which to record the bound: ~log-spaced from step 1 to the last step."""
     steps = np.unique(np.round(np.geomspace(1, max(total_steps, 1), n_points)).astype(int))
     return [int(s) for s in steps]
-
-
-def _binarize(x, rng):
-    """A fresh Bernoulli draw of every pixel (dynamic binarisation), in x's dtype."""
-    return (rng.random(x.shape, dtype=x.dtype) < x).astype(x.dtype)
 
 
 def _diagnose(model, step, samples, loss, checkpoint):
@@ -131,8 +127,8 @@ def fit(model, optimizer, x_train, x_test=None, *, M=100, L=1, estimator="B", sa
     fixed = np.random.default_rng([seed, 2])
     x_eval_train = x_train[np.sort(fixed.permutation(N)[:min(eval_train_size, N)])]
     if binarize:
-        x_eval_train = _binarize(x_eval_train, fixed)
-        x_eval_test = _binarize(x_test, fixed) if x_test is not None else None
+        x_eval_train = binarize_dynamic(x_eval_train, fixed)
+        x_eval_test = binarize_dynamic(x_test, fixed) if x_test is not None else None
     else:
         x_eval_test = x_test
 
@@ -191,7 +187,7 @@ def fit(model, optimizer, x_train, x_test=None, *, M=100, L=1, estimator="B", sa
                 perm = rng.permutation(N)
             x = x_train[perm[batch * M:(batch + 1) * M]]             # (M, D)
             if binarize:
-                x = _binarize(x, rng)
+                x = binarize_dynamic(x, rng)
             eps = model.sample_eps(M, L, rng)                        # (L, M, J)
             loss, elbo = model.loss_and_grads(x, eps, estimator, n_data)
             if not np.isfinite(loss):

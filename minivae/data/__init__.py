@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .batches import holdout_indices, minibatches
+from .batches import binarize_dynamic, holdout_indices, minibatches
 from .download import DataNotFoundError, DownloadError, fetch, locate
 from .frey import FREY_N_TEST, FREY_SHAPE, load_frey, read_frey_mat
 from .mnist import MNIST_SHAPE, load_binarized_mnist, load_mnist, read_amat, read_idx
@@ -32,6 +32,7 @@ __all__ = [
     "load_binarized_mnist",
     "load_frey",
     "minibatches",
+    "binarize_dynamic",
     "holdout_indices",
     "read_idx",
     "read_amat",

@@ -15,6 +15,15 @@ from ..utils import as_generator
 __all__ = ["minibatches", "holdout_indices"]
 
 
+def binarize_dynamic(x, rng):
+    """One Bernoulli draw of every pixel with its grey level as the mean, in x's dtype.
+
+    Dynamic binarisation calls this each time a minibatch is used, so the
+    model sees a fresh binary image every time. x: (M, D) in [0, 1].
+    """
+    return (rng.random(x.shape, dtype=x.dtype) < x).astype(x.dtype)
+
+
 def holdout_indices(n: int, n_holdout: int, seed=0):
     """Split ``range(n)`` into a held-out set and the rest, by a seeded permutation.
 
@@ -101,5 +110,5 @@ def _epoch(X, M, rng, binarize, drop_last):
                     f"binarize=True needs values in [0, 1] (they are Bernoulli probabilities), "
                     f"but this batch has values in [{lo:g}, {hi:g}]; rescale X first."
                 )
-            batch = (rng.random(batch.shape) < batch).astype(X.dtype)  # (M, D) in {0, 1}
+            batch = binarize_dynamic(batch, rng)  # (M, D) in {0, 1}
         yield batch
