@@ -44,23 +44,17 @@ float32 versions of the three functions (shorter polynomials, within a few
 float32 ulp); sums of many terms (log-likelihoods, the parameter prior) are
 accumulated in float64.
 
-Threads: above a size threshold, kernels over (rows, columns) work in a fixed
-number of row chunks (``prange`` over the chunks), each adding its rows' part
-of a column sum into its own partial, so results do not depend on the thread
-count; below it they run on one thread and add rows in order, as
-``a.sum(axis=0)`` does. A Numba thread
-launch costs 20-50 us here, and for the paper's MNIST step (50 000-80 000
-elements per kernel) one thread per kernel, with OpenBLAS's threads for the
-products, was measured faster over a whole step than two (3.3 vs 3.9 ms in
-float32); so kernels take their serial branch below ``PARALLEL_MIN_SIZE``
-elements (kernels with exp/tanh/log1p) or ``PARALLEL_MIN_SIZE_FLAT``
-(arithmetic-only kernels, which are memory-bound and gain little from a second
-core), and threads serve only much larger batches. Unless
-``NUMBA_THREADING_LAYER`` says otherwise, Numba's own "workqueue" pool is used:
-its idle threads sleep, while the OpenMP layer's spin and fight OpenBLAS's
-threads for the cores (a launch took 4-8 ms instead of 1.4 us on the busy
-machine). The workqueue layer does not allow two Python threads to run
-parallel kernels at the same time.
+Threads: a Numba thread launch costs 20-50 us here, and for the paper's
+MNIST step one thread per kernel (with OpenBLAS's two for the products) was
+measured faster over a whole step than two. So kernels run serially below
+``PARALLEL_MIN_SIZE`` elements (``PARALLEL_MIN_SIZE_FLAT`` for the
+arithmetic-only, memory-bound ones), adding rows in order as ``a.sum(axis=0)``
+does; larger arrays are split into a fixed number of row chunks, each with its
+own partial column sum, so results never depend on the thread count. Numba's
+"workqueue" layer is the default (``NUMBA_THREADING_LAYER`` overrides it): the
+OpenMP layer's idle threads spin and fight OpenBLAS's for the cores (a launch
+took 4-8 ms instead of 1.4 us on a busy machine). The workqueue layer does not
+let two Python threads run parallel kernels at the same time.
 """
 
 from __future__ import annotations
@@ -117,8 +111,8 @@ PARALLEL_MIN_SIZE_FLAT = 4194304  # arithmetic-only kernels (0.2-1 ns per elemen
 #
 # float64: exp_, tanh_, log1p_unit (within a few ulp of NumPy). float32: the same
 # algorithms with float32 constants and shorter polynomials (within a few float32
-# ulp), twice as many SIMD lanes. _exp, _tanh, _log1p_unit, _sigmoid_from and
-# _softplus_from pick the one of their argument's precision; kernels call those.
+# ulp), twice as many SIMD lanes. _exp, _tanh and _log1p_unit pick the one of their
+# argument's precision; kernels call those.
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01   # ln 2 split in two (fdlibm): k * _LN2_HI is exact
