@@ -15,8 +15,9 @@ Set it with ``set_backend(name)``, for a block with ``use_backend(name)``, or
 for a whole process with the environment variable ``MINIVAE_BACKEND``, read at
 import. The setting is global to the process (not per thread).
 
-With ``NUMBA_DISABLE_JIT=1`` the ``"numba"`` backend still works: its kernels
-then run as plain Python, which is slow but handy in a debugger.
+With ``NUMBA_DISABLE_JIT=1`` the ``"numba"`` backend still works when asked
+for: its kernels then run as plain Python, which is handy in a debugger but
+far too slow to train with, so in that case the default is ``"numpy"``.
 """
 
 from __future__ import annotations
@@ -42,14 +43,15 @@ def _checked(name) -> str:
 
 
 def _initial() -> str:
-    """MINIVAE_BACKEND if set, else "numba" when numba is installed, else "numpy"."""
+    """MINIVAE_BACKEND if set; else "numba" when numba is installed and its JIT is on; else "numpy"."""
     env = os.environ.get(_ENV, "").strip()
     if env:
         try:
             return _checked(env)
         except (ValueError, ImportError) as err:
             raise type(err)(f"environment variable {_ENV}={env!r}: {err}") from None
-    return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+    jit_off = os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0")
+    return "numba" if importlib.util.find_spec("numba") is not None and not jit_off else "numpy"
 
 
 _backend = _initial()
