@@ -83,7 +83,13 @@ def use_backend(name: str):
         set_backend(previous)
 
 
+_kernels_module = None
+
+
 def kernels():
     """The module :mod:`minivae.kernels`, imported on first use (``import minivae`` does not load Numba)."""
-    from . import kernels as module
-    return module
+    global _kernels_module
+    if _kernels_module is None:  # kept: an import statement costs ~1 us, and a step asks ~35 times
+        from . import kernels as module
+        _kernels_module = module
+    return _kernels_module
