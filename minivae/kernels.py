@@ -22,7 +22,8 @@ What is fused (one pass over the data each):
   KL (estimator B) or log p(z) - log q(z|x) (estimator A) terms, and the
   heads' bias gradients.
 - ``weight_decay``: adds the N(0, I) parameter prior's gradient, returns sum p^2.
-- ``sgd_step``, ``adagrad_step``, ``adam_step``: in-place updates, one pass.
+- ``sgd_step``, ``adagrad_step``, ``adam_step``: in-place updates with the weight
+  decay added to the gradient, one pass.
 - ``count_bad``: finite and in-range data check without a temporary.
 
 Matrix products are *not* jitted: the model calls NumPy's BLAS (OpenBLAS
@@ -867,89 +868,99 @@ def weight_decay_numpy(g, p, n_data):
 
 
 # --- optimisers ---------------------------------------------------------------------------
+#
+# Each update first adds ``decay * p`` to the gradient (weight decay: with
+# decay = 1/N, the gradient of the N(0, I) parameter prior's -(1/N) log p(theta),
+# see minivae.optim) in the same pass, so the prior costs no pass of its own.
+# With decay = 0 the gradient is used as it is.
 
 @njit(**_OPTS)
-def _sgd_range(p, g, lr):
+def _sgd_range(p, g, lr, decay):
     for i in range(p.shape[0]):
-        p[i] -= lr * g[i]
+        p[i] -= lr * (g[i] + decay * p[i])
 
 
 @njit(parallel=True, **_OPTS)
-def sgd_step(p, g, lr):
-    """``p -= lr * g`` in place. p, g: 1-D contiguous; lr: float of their dtype."""
+def sgd_step(p, g, lr, decay):
+    """``p -= lr * (g + decay * p)`` in place. p, g: 1-D contiguous; lr, decay: floats of their dtype."""
     n = p.shape[0]
     if n < PARALLEL_MIN_SIZE_FLAT:
-        _sgd_range(p, g, lr)
+        _sgd_range(p, g, lr, decay)
     else:
         for c in prange(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            _sgd_range(p[lo:hi], g[lo:hi], lr)
+            _sgd_range(p[lo:hi], g[lo:hi], lr, decay)
 
 
-def sgd_step_numpy(p, g, lr):
-    p -= lr * g
+def sgd_step_numpy(p, g, lr, decay):
+    p -= lr * (g + decay * p)
 
 
 @njit(**_OPTS)
-def _adagrad_range(p, g, G, lr, eps):
+def _adagrad_range(p, g, G, lr, eps, decay):
     for i in range(p.shape[0]):
-        gi = g[i]
+        pi = p[i]
+        gi = g[i] + decay * pi
         Gi = G[i] + gi * gi
         G[i] = Gi
-        p[i] -= lr * gi / (np.sqrt(Gi) + eps)
+        p[i] = pi - lr * gi / (np.sqrt(Gi) + eps)
 
 
 @njit(parallel=True, **_OPTS)
-def adagrad_step(p, g, G, lr, eps):
-    """Adagrad in one pass: ``G += g^2; p -= lr * g / (sqrt(G) + eps)``.
+def adagrad_step(p, g, G, lr, eps, decay):
+    """Adagrad in one pass: ``g' = g + decay * p; G += g'^2; p -= lr * g' / (sqrt(G) + eps)``.
 
-    p, g, G: 1-D contiguous arrays of one dtype; lr, eps: floats of that dtype.
+    p, g, G: 1-D contiguous arrays of one dtype; lr, eps, decay: floats of that dtype.
+    g is read only.
     """
     n = p.shape[0]
     if n < PARALLEL_MIN_SIZE_FLAT:
-        _adagrad_range(p, g, G, lr, eps)
+        _adagrad_range(p, g, G, lr, eps, decay)
     else:
         for c in prange(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            _adagrad_range(p[lo:hi], g[lo:hi], G[lo:hi], lr, eps)
+            _adagrad_range(p[lo:hi], g[lo:hi], G[lo:hi], lr, eps, decay)
 
 
-def adagrad_step_numpy(p, g, G, lr, eps):
+def adagrad_step_numpy(p, g, G, lr, eps, decay):
+    g = g + decay * p
     G += g * g
     p -= lr * g / (np.sqrt(G) + eps)
 
 
 @njit(**_OPTS)
-def _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
+def _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay):
     for i in range(p.shape[0]):
-        gi = g[i]
+        pi = p[i]
+        gi = g[i] + decay * pi
         mi = m[i] * beta1 + one_minus_beta1 * gi
         vi = v[i] * beta2 + one_minus_beta2 * gi * gi
         m[i] = mi
         v[i] = vi
-        p[i] -= lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+        p[i] = pi - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
 
 
 @njit(parallel=True, **_OPTS)
-def adam_step(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
+def adam_step(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay):
     """Adam in one pass, as :class:`minivae.optim.Adam` writes it.
 
-    ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
+    ``g' = g + decay * p``; ``m = beta1 m + (1 - beta1) g'``; ``v = beta2 v + (1 - beta2) g'^2``;
     ``p -= lr * (m / c1) / (sqrt(v / c2) + eps)`` with c1 = 1 - beta1^t, c2 = 1 - beta2^t.
     Arrays 1-D contiguous of one dtype; scalars of that dtype, so float32 arithmetic
     matches NumPy's.
     """
     n = p.shape[0]
     if n < PARALLEL_MIN_SIZE_FLAT:
-        _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps)
+        _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay)
     else:
         for c in prange(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
             _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, one_minus_beta1,
-                        one_minus_beta2, c1, c2, eps)
+                        one_minus_beta2, c1, c2, eps, decay)
 
 
-def adam_step_numpy(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps):
+def adam_step_numpy(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay):
+    g = g + decay * p
     m *= beta1
     m += one_minus_beta1 * g
     v *= beta2

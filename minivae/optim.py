@@ -5,6 +5,13 @@ updates the arrays of ``params`` in place (the model's layers see the new
 values) and keeps its state per parameter name, so ``state_dict`` /
 ``load_state_dict`` round-trip through a checkpoint.
 
+``step(params, grads, weight_decay=c)`` adds ``c * theta`` to each gradient
+before the update. With c = 1/N that is the paper's N(0, I) parameter prior
+(Section 5): the gradient of -(1/N) log p(theta), the prior's share per
+datapoint (:func:`minivae.estimator.log_parameter_prior_grad`). This is how
+:func:`minivae.train.fit` applies the prior, as ``torch.optim`` does: in the
+optimiser's own pass over the parameters, not in a pass of its own.
+
 Under the default backend ``"numba"`` (see :mod:`minivae.backend`) each
 update runs as one fused in-place pass per parameter
 (:func:`minivae.kernels.adagrad_step` and its siblings), with the same
@@ -17,6 +24,7 @@ import numpy as np
 
 from .backend import get_backend
 from .backend import kernels as _kernels
+from .estimator import log_parameter_prior_grad
 
 __all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS"]
 
@@ -32,19 +40,29 @@ class Optimizer:
         self.t = 0  # steps taken
         self._flat = {}  # name -> (arrays, their flat views), for the fast update
 
-    def step(self, params, grads):
-        """One update of every array in ``params`` from ``grads`` (same keys)."""
+    def step(self, params, grads, weight_decay=0.0):
+        """One update of every array in ``params`` from ``grads`` (same keys); ``grads`` is only read.
+
+        weight_decay : float >= 0
+            Each gradient g becomes g + weight_decay * theta first. 1/N gives the
+            N(0, I) parameter prior per datapoint, since -(1/N) d log p(theta) / d theta = theta / N.
+        """
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
         self.t += 1
         fast = get_backend() == "numba"
         for name, p in params.items():
-            if not (fast and self._update_fast(name, p, grads[name])):
-                self._update(name, p, grads[name])
+            g = grads[name]
+            if not (fast and self._update_fast(name, p, g, weight_decay)):
+                if weight_decay:
+                    g = g - weight_decay * log_parameter_prior_grad({name: p})[name]
+                self._update(name, p, g)
 
     def _update(self, name, p, g):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _update_fast(self, name, p, g):
-        """The same update in one jitted pass; returns False (nothing done) if it cannot run it."""
+    def _update_fast(self, name, p, g, decay):
+        """The same update (g + decay * p first) in one jitted pass; False (nothing done) if it cannot run it."""
         return False
 
     def _flat_views(self, name, *arrays):
@@ -85,11 +103,12 @@ class SGD(Optimizer):
     def _update(self, name, p, g):
         p -= self.lr * g
 
-    def _update_fast(self, name, p, g):
+    def _update_fast(self, name, p, g, decay):
         flat = self._flat_views(name, p, g)
         if flat is None:
             return False
-        _kernels().sgd_step(*flat, p.dtype.type(self.lr))
+        f = p.dtype.type
+        _kernels().sgd_step(*flat, f(self.lr), f(decay))
         return True
 
 
@@ -110,12 +129,12 @@ class Adagrad(Optimizer):
         G += g * g
         p -= self.lr * g / (np.sqrt(G) + self.eps)
 
-    def _update_fast(self, name, p, g):
+    def _update_fast(self, name, p, g, decay):
         flat = self._flat_views(name, p, g, self._slot(name, p))
         if flat is None:
             return False
         f = p.dtype.type
-        _kernels().adagrad_step(*flat, f(self.lr), f(self.eps))
+        _kernels().adagrad_step(*flat, f(self.lr), f(self.eps), f(decay))
         return True
 
 
@@ -140,17 +159,15 @@ class Adam(Optimizer):
         v_hat = v / (1.0 - self.beta2 ** self.t)
         p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
-    def _update_fast(self, name, p, g):
+    def _update_fast(self, name, p, g, decay):
         flat = self._flat_views(name, p, g, self._slot(name + ".m", p), self._slot(name + ".v", p))
         if flat is None:
             return False
         f = p.dtype.type
         _kernels().adam_step(*flat, f(self.lr), f(self.beta1), f(self.beta2), f(1.0 - self.beta1),
                              f(1.0 - self.beta2), f(1.0 - self.beta1 ** self.t), f(1.0 - self.beta2 ** self.t),
-                             f(self.eps))
+                             f(self.eps), f(decay))
         return True
-
-
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}

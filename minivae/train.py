@@ -92,7 +92,9 @@ def fit(model, optimizer, x_train, x_test=None, *, M=100, L=1, estimator="B", sa
         fresh Bernoulli draw with its grey level as mean. The train/test bounds
         are then measured on one fixed binarisation of each evaluation set.
     weight_decay : bool
-        Include the N(0, I) parameter prior, as -(1/N) log p(theta) per datapoint.
+        Include the N(0, I) parameter prior, as -(1/N) log p(theta) per datapoint:
+        the optimiser adds its gradient theta / N to each gradient, in the same
+        pass as its update (``optimizer.step(..., weight_decay=1 / N)``).
     eval_points : int
         How many log-spaced points get a train and a test bound.
     eval_train_size : int
@@ -121,7 +123,7 @@ def fit(model, optimizer, x_train, x_test=None, *, M=100, L=1, estimator="B", sa
         raise ValueError("give a training budget: samples or epochs (exactly one).")
     total_steps = math.ceil((samples if samples is not None else epochs * N) / M)
     schedule = set(eval_schedule(total_steps, eval_points))
-    n_data = N if weight_decay else None
+    decay = 1.0 / N if weight_decay else 0.0
 
     # Fixed evaluation sets (a deterministic function of the seed, so resuming picks the same ones).
     fixed = np.random.default_rng([seed, 2])
@@ -189,10 +191,10 @@ def fit(model, optimizer, x_train, x_test=None, *, M=100, L=1, estimator="B", sa
             if binarize:
                 x = binarize_dynamic(x, rng)
             eps = model.sample_eps(M, L, rng)                        # (L, M, J)
-            loss, elbo = model.loss_and_grads(x, eps, estimator, n_data)
+            loss, elbo = model.loss_and_grads(x, eps, estimator)   # -ELBO; the prior comes in the step
             if not np.isfinite(loss):
                 raise TrainingDiverged(_diagnose(model, step + 1, (step + 1) * M, loss, checkpoint))
-            optimizer.step(model.params, model.grads)
+            optimizer.step(model.params, model.grads, weight_decay=decay)
             step += 1
             batch += 1
             mean_elbo = float(np.mean(elbo))

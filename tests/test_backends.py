@@ -1,7 +1,9 @@
 """The NumPy path and the Numba path compute the same training step.
 
 A step is the training loop's sequence: ``loss, elbo = model.loss_and_grads(x,
-eps, estimator, n_data)`` then ``optimizer.step(model.params, model.grads)``.
+eps, estimator)`` then ``optimizer.step(model.params, model.grads,
+weight_decay=1/N)``; the steps here also pass ``n_data``, so the model's own
+route for the parameter prior is held to the same standard.
 In float64 the two backends agree to 1e-12 relative (each array compared as a
 whole, :func:`minivae.gradcheck.relative_error`; they differ only by the
 rounding of the same operations done in another order, about 1e-16); in
@@ -101,7 +103,7 @@ def _steps(backend, decoder, sigmoid_mean, estimator, L, optimizer, dtype="float
             eps = model.sample_eps(M, L, rng)
             loss, elbo = model.loss_and_grads(x, eps, estimator, n_data=1000)
             record.append((loss, elbo.copy(), {k: g.copy() for k, g in model.grads.items()}))
-            opt.step(model.params, model.grads)
+            opt.step(model.params, model.grads, weight_decay=1e-3)   # both routes of the prior at once
     return record, {k: p.copy() for k, p in model.params.items()}
 
 
@@ -266,8 +268,8 @@ def test_fixed_seed_epoch_on_mnist_gives_the_same_bounds(data_dir):
         per_step = []
         with use_backend(backend):
             for x in minibatches(X, 100, rng):
-                loss, elbo = model.loss_and_grads(x, model.sample_eps(100, 1, rng), "B", 60000)
-                opt.step(model.params, model.grads)
+                loss, elbo = model.loss_and_grads(x, model.sample_eps(100, 1, rng), "B")
+                opt.step(model.params, model.grads, weight_decay=1 / 60000)   # the prior, as fit applies it
                 per_step.append(elbo.mean())
         bounds[backend] = np.array(per_step)
     assert len(bounds["numpy"]) == len(X) // 100

@@ -296,18 +296,24 @@ def test_optimizer_steps(dtype, n):
     G, v = (rng.random((2, n)) + 0.01).astype(dtype)
     m = (0.1 * rng.standard_normal(n)).astype(dtype)
     f = dtype
-    _check(K.sgd_step, (p, g, f(0.1)), dtype)
-    _check(K.adagrad_step, (p, g, G, f(0.02), f(1e-10)), dtype)
-    t = 3
-    _check(K.adam_step, (p, g, m, v, f(1e-3), f(0.9), f(0.999), f(1 - 0.9), f(1 - 0.999),
-                         f(1 - 0.9 ** t), f(1 - 0.999 ** t), f(1e-8)), dtype)
+    for decay in (0.0, 1 / 60000, 0.5):
+        _check(K.sgd_step, (p, g, f(0.1), f(decay)), dtype)
+        _check(K.adagrad_step, (p, g, G, f(0.02), f(1e-10), f(decay)), dtype)
+        t = 3
+        _check(K.adam_step, (p, g, m, v, f(1e-3), f(0.9), f(0.999), f(1 - 0.9), f(1 - 0.999),
+                             f(1 - 0.9 ** t), f(1 - 0.999 ** t), f(1e-8), f(decay)), dtype)
 
 
 def test_optimizer_kernels_update_in_place():
     p, g, G = np.ones(5), np.full(5, 0.5), np.zeros(5)
-    K.adagrad_step(p, g, G, 0.1, 0.0)
+    K.adagrad_step(p, g, G, 0.1, 0.0, 0.0)
     np.testing.assert_allclose(p, 0.9, rtol=1e-15)               # the first Adagrad step is lr * sign(g)
     np.testing.assert_allclose(G, 0.25, rtol=1e-15)
+    np.testing.assert_array_equal(g, 0.5)                        # the gradient is only read
+    K.adagrad_step(p, g, G, 0.1, 0.0, 1.0)                       # g' = 0.5 + 0.9 = 1.4; G = 0.25 + 1.96
+    np.testing.assert_allclose(G, 2.21, rtol=1e-15)
+    np.testing.assert_allclose(p, 0.9 - 0.1 * 1.4 / np.sqrt(2.21), rtol=1e-15)
+    np.testing.assert_array_equal(g, 0.5)
 
 
 # --- data check ----------------------------------------------------------------------------------

@@ -3,13 +3,17 @@
 import numpy as np
 import pytest
 
-from minivae.optim import SGD, Adagrad, Adam, make_optimizer
+from minivae.backend import use_backend
+from minivae.model import VAE
+from minivae.optim import OPTIMIZERS, SGD, Adagrad, Adam, make_optimizer
+
+BACKENDS = ["numpy", "numba"]
 
 
-def _run(opt, grads_per_step, p0=(1.0, -2.0)):
+def _run(opt, grads_per_step, p0=(1.0, -2.0), weight_decay=0.0):
     params = {"w": np.array(p0)}
     for g in grads_per_step:
-        opt.step(params, {"w": np.array(g)})
+        opt.step(params, {"w": np.array(g)}, weight_decay=weight_decay)
     return params["w"]
 
 
@@ -42,6 +46,44 @@ def test_adam_two_steps_by_hand():
     np.testing.assert_allclose(w, [0.98, -2.0050581], rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_decay_by_hand(backend):
+    # decay 0.5 on w = [1, -2]: g' = g + 0.5 w = [0.5 + 0.5, 0.25 - 1] = [1, -0.75]
+    with use_backend(backend):
+        # SGD, lr 0.1: [1 - 0.1, -2 + 0.075] = [0.9, -1.925]
+        np.testing.assert_allclose(_run(SGD(lr=0.1), [[0.5, 0.25]], weight_decay=0.5), [0.9, -1.925],
+                                   rtol=0, atol=1e-15)
+        # Adagrad, lr 0.1, first step: lr * sign(g') = [0.1, -0.1] -> [0.9, -1.9]
+        np.testing.assert_allclose(_run(Adagrad(lr=0.1, eps=0.0), [[0.5, 0.25]], weight_decay=0.5), [0.9, -1.9],
+                                   rtol=0, atol=1e-15)
+        # Adam, lr 0.01, first step: lr * sign(g') -> [0.99, -1.99]
+        np.testing.assert_allclose(_run(Adam(lr=0.01, eps=0.0), [[0.5, 0.25]], weight_decay=0.5), [0.99, -1.99],
+                                   rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_weight_decay_is_the_parameter_prior(optimizer, backend):
+    """A step with weight_decay = 1/N after the -ELBO's gradient is the step on the whole MAP objective:
+    the same as a step without decay after loss_and_grads(..., n_data=N), whose gradient includes
+    -(1/N) d log p(theta) / d theta (checked against finite differences in test_model.py)."""
+    rng = np.random.default_rng(3)
+    x = rng.random((8, 12))
+    results = []
+    for n_data, decay in ((50, 0.0), (None, 1 / 50)):
+        model = VAE(D=12, H=7, J=3, init="glorot", random_state=0)
+        opt = OPTIMIZERS[optimizer](lr=0.05)
+        with use_backend(backend):
+            for step in range(3):
+                model.loss_and_grads(x, model.sample_eps(8, 1, np.random.default_rng(step)), "B", n_data)
+                opt.step(model.params, model.grads, weight_decay=decay)
+        results.append(model.params)
+    for name in results[0]:
+        np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-13, atol=1e-15)
+    assert any(not np.allclose(p, VAE(D=12, H=7, J=3, init="glorot", random_state=0).params[k])
+               for k, p in results[0].items())        # the steps did move the parameters
+
+
 def test_state_round_trips_and_is_kept_per_name():
     opt = Adagrad(lr=0.1)
     params = {"a": np.ones(2), "b": np.ones(3)}
@@ -60,3 +102,8 @@ def test_bad_optimizer_arguments():
     with pytest.raises(ValueError, match="learning rate must be positive"):
         SGD(lr=0.0)
     assert isinstance(make_optimizer("adagrad", 0.02), Adagrad)
+    params, grads = {"w": np.ones(2)}, {"w": np.ones(2)}
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="weight_decay must be a number >= 0"):
+            SGD(lr=0.1).step(params, grads, weight_decay=bad)
+    np.testing.assert_array_equal(params["w"], 1.0)   # nothing was changed

@@ -78,8 +78,8 @@ def test_a_nan_stops_training_with_the_step_and_quantity_and_keeps_the_checkpoin
     ck = tmp_path / "ck.npz"
 
     class Poisoned(Adagrad):
-        def step(self, params, grads):
-            super().step(params, grads)
+        def step(self, params, grads, weight_decay=0.0):
+            super().step(params, grads, weight_decay)
             if self.t == 25:                      # step 25 writes a NaN into one weight
                 params["dec.logits.W"][0, 0] = np.nan
 
