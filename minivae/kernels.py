@@ -16,8 +16,8 @@ What is fused (one pass over the data each):
 - ``bernoulli_head``: bias add, log p(x|z) from the logits and its gradient,
   and the bias gradient (Appendix C.1); exact for any logit, no clipping.
 - ``gaussian_head``: the same for the Gaussian decoder (Appendix C.2).
-- ``reparameterize_kl``: the encoder heads' bias, z = mu + sigma * eps, the
-  analytic KL (Appendix B) and log p(z) - log q(z|x) (estimator A).
+- ``reparameterize_kl``: the encoder heads' bias, z = mu + sigma * eps, and the
+  analytic KL (Appendix B, estimator B) or log p(z) - log q(z|x) (estimator A).
 - ``reparameterize_kl_backward``: dz through the reparameterisation, plus the
   KL (estimator B) or log p(z) - log q(z|x) (estimator A) terms, and the
   heads' bias gradients.
@@ -686,8 +686,8 @@ def gaussian_head_numpy(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm
 # --- reparameterisation, KL and estimator A's terms -------------------------------------
 
 @njit(**_OPTS)
-def reparameterize_kl(heads, b_mu, b_lv, eps, z, kl, log_ratio):
-    """Encoder heads' bias, z = mu + sigma * eps, the KL, and log p(z) - log q(z|x).
+def reparameterize_kl(heads, b_mu, b_lv, eps, estimator_a, z, kl, log_ratio):
+    """Encoder heads' bias, z = mu + sigma * eps, and the KL or log p(z) - log q(z|x).
 
     Parameters
     ----------
@@ -695,9 +695,10 @@ def reparameterize_kl(heads, b_mu, b_lv, eps, z, kl, log_ratio):
         ``[mu | log_var]`` (bias added).
     b_mu, b_lv : (J,) biases.
     eps : (L, M, J) the pre-drawn noise.
+    estimator_a : bool, which term the estimator needs (the other output is left as it is).
     z : (L*M, J) written: mu + exp(log_var / 2) * eps, sample-major.
-    kl : (M,) written: KL(q(z|x) || N(0, I)), Appendix B.
-    log_ratio : (L*M,) written: log p(z_l) - log q(z_l|x), estimator A's extra term (eq. 6).
+    kl : (M,) written for estimator B: KL(q(z|x) || N(0, I)), Appendix B.
+    log_ratio : (L*M,) written for estimator A: log p(z_l) - log q(z_l|x) (eq. 6).
     """
     L, M, J = eps.shape
     one, half = heads.dtype.type(1.0), heads.dtype.type(0.5)
@@ -712,22 +713,24 @@ def reparameterize_kl(heads, b_mu, b_lv, eps, z, kl, log_ratio):
             hm[j] = mu
             hm[J + j] = lv
             terms[j] = one + lv - mu * mu - _exp(lv)
-        kl[m] = -0.5 * _sum(terms)
+        if not estimator_a:
+            kl[m] = -0.5 * _sum(terms)
     for l in range(L):
         for m in range(M):
             r = l * M + m
             hm, el, zr = heads[m], eps[l, m], z[r]
             for j in range(J):
-                mu, lv = hm[j], hm[J + j]
-                zv = mu + _exp(half * lv) * el[j]
-                zr[j] = zv
-                diff = zv - mu
-                terms[j] = log_2pi + zv * zv
-                terms_q[j] = log_2pi + lv + diff * diff * _exp(-lv)
-            log_ratio[r] = -0.5 * _sum(terms) - (-0.5 * _sum(terms_q))
+                zr[j] = hm[j] + _exp(half * hm[J + j]) * el[j]
+            if estimator_a:
+                for j in range(J):
+                    mu, lv, zv = hm[j], hm[J + j], zr[j]
+                    diff = zv - mu
+                    terms[j] = log_2pi + zv * zv
+                    terms_q[j] = log_2pi + lv + diff * diff * _exp(-lv)
+                log_ratio[r] = -0.5 * _sum(terms) - (-0.5 * _sum(terms_q))
 
 
-def reparameterize_kl_numpy(heads, b_mu, b_lv, eps, z, kl, log_ratio):
+def reparameterize_kl_numpy(heads, b_mu, b_lv, eps, estimator_a, z, kl, log_ratio):
     L, M, J = eps.shape
     heads[:, :J] += b_mu
     heads[:, J:] += b_lv
@@ -735,8 +738,10 @@ def reparameterize_kl_numpy(heads, b_mu, b_lv, eps, z, kl, log_ratio):
     z3 = est.reparameterize(mu, lv, eps)                             # (L, M, J)
     z[...] = z3.reshape(-1, J)
     z3 = z.reshape(L, M, J)
-    kl[...] = est.kl_standard_normal(mu, lv)
-    log_ratio[...] = (est.log_standard_normal(z3) - est.log_diag_gaussian(z3, mu, lv)).reshape(-1)
+    if estimator_a:
+        log_ratio[...] = (est.log_standard_normal(z3) - est.log_diag_gaussian(z3, mu, lv)).reshape(-1)
+    else:
+        kl[...] = est.kl_standard_normal(mu, lv)
 
 
 @njit(**_OPTS)

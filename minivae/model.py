@@ -489,7 +489,8 @@ def _numba_loss_and_grads(model, x, eps, estimator, n_data):
     np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
     np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
     np.matmul(h_enc, ws.W_heads, out=ws.heads)           # (M, 2J)
-    K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, ws.z, ws.kl, ws.log_ratio)
+    K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator == "A",
+                        ws.z, ws.kl, ws.log_ratio)
 
     # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
     inp = ws.z

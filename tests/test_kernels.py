@@ -247,14 +247,18 @@ def _heads_and_eps(dtype, M=9, J=4, L=3, seed=7):
     return heads, b_mu, b_lv, eps
 
 
+@pytest.mark.parametrize("estimator_a", [False, True], ids=["B", "A"])
 @pytest.mark.parametrize("L", [1, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_reparameterize_kl(dtype, L):
+def test_reparameterize_kl(dtype, L, estimator_a):
     heads, b_mu, b_lv, eps = _heads_and_eps(dtype, L=L)
     M, J = heads.shape[0], heads.shape[1] // 2
-    args = (heads, b_mu, b_lv, eps, _empty(dtype, L * M, J), _empty(dtype, M), _empty(dtype, L * M))
-    (heads_after, _, _, _, z, kl, _), _ = _check(K.reparameterize_kl, args, dtype)
-    assert np.all(kl >= 0)
+    args = (heads, b_mu, b_lv, eps, estimator_a, _empty(dtype, L * M, J), _empty(dtype, M), _empty(dtype, L * M))
+    (heads_after, _, _, _, _, z, kl, log_ratio), _ = _check(K.reparameterize_kl, args, dtype)
+    if estimator_a:                            # only the term the estimator uses is written
+        assert np.isnan(kl).all() and np.isfinite(log_ratio).all()
+    else:
+        assert np.all(kl >= 0) and np.isnan(log_ratio).all()
     # z really is mu + sigma * eps with sigma = exp(log_var / 2) (not exp(log_var))
     mu, lv = heads_after[:, :J].astype(np.float64), heads_after[:, J:].astype(np.float64)
     _close(z.reshape(L, M, J), mu + np.exp(0.5 * lv) * eps, RTOL[dtype])
@@ -267,7 +271,7 @@ def test_reparameterize_kl_backward(dtype, L, estimator_a):
     heads, b_mu, b_lv, eps = _heads_and_eps(dtype, L=L, seed=8)
     M, J = heads.shape[0], heads.shape[1] // 2
     z = np.empty((L * M, J), dtype)
-    K.reparameterize_kl_numpy(heads, b_mu, b_lv, eps, z, np.empty(M, dtype), np.empty(L * M, dtype))
+    K.reparameterize_kl_numpy(heads, b_mu, b_lv, eps, estimator_a, z, np.empty(M, dtype), np.empty(L * M, dtype))
     dz = np.random.default_rng(9).standard_normal((L * M, J)).astype(dtype)
     dout = dtype(-1.0 / M)
     args = (dz, eps, heads, z, dout, dout / L, estimator_a, _empty(dtype, M, 2 * J), _empty(dtype, J), _empty(dtype, J))
