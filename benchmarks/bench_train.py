@@ -18,7 +18,8 @@ Prints a table, then one JSON line with every number:
    repetitions, and ratios are taken pair by pair within each repetition.
 2. The step's matrix products alone: the same 11 ``np.matmul`` calls into the
    same buffers as the Numba step (the floor no NumPy program can pass), and
-   the fraction of a Numba step they take.
+   the fraction of a Numba step they take (median and quartiles of the
+   per-repetition fractions: on a shared machine it moves by a few points).
 3. Seconds from starting a fresh Python process to the end of its first
    training step (import, build the model, one step; float32, as the
    training default), with a warm Numba cache and with a cold one (an empty
@@ -35,7 +36,7 @@ OpenBLAS's, Numba's and torch's thread counts alike.
 
 Usage::
 
-    python benchmarks/bench_train.py [--threads 2] [--repeat 7] [--steps 30] [--data-dir DIR]
+    python benchmarks/bench_train.py [--threads 2] [--repeat 15] [--steps 30] [--data-dir DIR]
                                      [--random-data] [--no-torch] [--no-latency] [--check-epoch] [--breakdown]
 """
 
@@ -58,7 +59,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for OpenBLAS, Numba and torch (default: usable cores)")
-    parser.add_argument("--repeat", type=int, default=7, help="timed repetitions per contender")
+    parser.add_argument("--repeat", type=int, default=15, help="timed repetitions per contender")
     parser.add_argument("--steps", type=int, default=30, help="training steps per repetition")
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $MINIVAE_DATA, cache)")
     parser.add_argument("--random-data", action="store_true", help="random binary images instead of MNIST")
@@ -348,8 +349,11 @@ def main(args):
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
 
-    def ratio(a, b):  # median over repetitions of the per-repetition ratio of speeds b_time / a_time
-        return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
+    def ratios(a, b):  # per-repetition ratios of speeds, b_time / a_time
+        return [tb / ta for ta, tb in zip(times[a], times[b])]
+
+    def ratio(a, b):  # their median
+        return statistics.median(ratios(a, b))
 
     results = {"data": data_desc, "threads": args.threads, "repeat": args.repeat, "steps": args.steps,
                "load_average_1min": [load_before, os.getloadavg()[0]],
@@ -365,7 +369,11 @@ def main(args):
         r["numba_over_numpy"] = ratio(f"numba/{dt}", f"numpy/{dt}")
         if torch_version:
             r["numba_over_torch"] = ratio(f"numba/{dt}", f"torch/{dt}")
-        r["matmul_share_of_numba_step"] = 1.0 / ratio(f"matmul/{dt}", f"numba/{dt}")
+        shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"numba/{dt}")]
+        r["matmul_share_of_numba_step"] = statistics.median(shares)
+        if len(shares) >= 2:
+            q1, _, q3 = statistics.quantiles(shares, n=4)
+            r["matmul_share_quartiles"] = [q1, q3]
         results[dt] = r
     if not args.no_latency:
         warm, cold = latency(args.cold_runs)
@@ -397,6 +405,9 @@ def main(args):
                        ("matmul_share_of_numba_step", "products / Numba step")]:
         if key in results["float32"]:
             print(f"{label:28s}" + "".join(f"{results[dt][key]:30.2f}" for dt in dtypes))
+    if "matmul_share_quartiles" in results["float32"]:
+        print(f"{'  (quartiles over repetitions)':28s}"
+              + "".join(f"{'%.2f-%.2f' % tuple(results[dt]['matmul_share_quartiles']):>30s}" for dt in dtypes))
     if "first_step_fresh_process_s" in results:
         lat = results["first_step_fresh_process_s"]
         print(f"fresh process to end of first step (float32): warm Numba cache {lat['warm_cache']:.2f} s, "
