@@ -27,7 +27,8 @@ def logmeanexp(a, axis=0):
     a = np.asarray(a, dtype=np.float64)
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
-    out = m + np.log(np.mean(np.exp(a - m), axis=axis, keepdims=True))
+    with np.errstate(divide="ignore"):            # every term -inf: log(0) = -inf is the answer
+        out = m + np.log(np.mean(np.exp(a - m), axis=axis, keepdims=True))
     return np.squeeze(out, axis=axis)
 
 

@@ -142,11 +142,15 @@ def test_other_depths_agree(decoder, sigmoid_mean, H):
 def test_paper_sized_and_large_steps_agree(decoder, sigmoid_mean, dtype, tol):
     """The MNIST model's sizes (784-500, M = 100); with the JIT, a batch large enough for the
     threaded branch of the heads and of bias + activation (the flat kernels' threaded branch
-    needs millions of parameters: test_kernels holds it to the twin)."""
+    needs millions of parameters: test_kernels holds it to the twin).
+
+    float32 takes an SGD step: Adagrad's first step is lr * sign(g), which jumps at g = 0,
+    so among 400k weights the float32 rounding of g (about 1e-7) flips one now and then.
+    """
     D, H, M = (784, 500, 100) if not kernels.JIT_ENABLED else (784, 500, 600)
     if kernels.JIT_ENABLED:
         assert min(M * D, M * H) >= kernels.PARALLEL_MIN_SIZE
-    args = (decoder, sigmoid_mean, "B", 1, "adagrad")
+    args = (decoder, sigmoid_mean, "B", 1, "adagrad" if dtype == "float64" else "sgd")
     kw = dict(dtype=dtype, sizes=(D, H, 10, M), n_steps=1)
     _assert_same_steps(_steps("numpy", *args, **kw), _steps("numba", *args, **kw), tol)
 
