@@ -317,6 +317,9 @@ class VAE:
             N, the training-set size. When given, the N(0, I) prior on the
             parameters enters as -(1/N) log p(theta) (the paper's weight
             decay; MAP on the parameters). None switches it off.
+            :func:`minivae.train.fit` passes None and lets the optimiser add
+            the same gradient, theta / N, in its update
+            (``step(..., weight_decay=1/N)``): one pass over the parameters fewer.
 
         Returns
         -------
