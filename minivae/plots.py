@@ -72,6 +72,14 @@ def _save(fig, path):
         fig.savefig(f, format="png", dpi=DPI)
 
 
+def _at_least_one(value, name):
+    """int(value), which must be at least 1 (one clear error otherwise)."""
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}.")
+    return value
+
+
 def _check_image_shape(image_shape, D, what="the model"):
     """(h, w) as ints, checked against the data size D (one clear error otherwise)."""
     try:
@@ -122,9 +130,7 @@ def image_grid(images, image_shape, n_cols, *, gap=1, fill=1.0):
     if images.ndim != 2 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, D) array, one flattened image per row; got shape {images.shape}.")
     h, w = _check_image_shape(image_shape, images.shape[1], what="images")
-    n_cols, gap = int(n_cols), int(gap)
-    if n_cols < 1:
-        raise ValueError(f"n_cols must be at least 1, got {n_cols}.")
+    n_cols, gap = _at_least_one(n_cols, "n_cols"), int(gap)
     if gap < 0:
         raise ValueError(f"gap must be 0 or more pixels, got {gap}.")
     n_rows = math.ceil(len(images) / n_cols)
@@ -263,9 +269,7 @@ def plot_samples(model, path=None, n=100, rng=None, image_shape=(28, 28), sample
     -------
     fig : matplotlib.figure.Figure
     """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+    n = _at_least_one(n, "n")
     h, w = _check_image_shape(image_shape, model.D)
     x = model.generate(n, as_generator(rng), sample=sample)       # (n, D)
     grid = image_grid(x, (h, w), math.ceil(math.sqrt(n)))
@@ -304,9 +308,7 @@ def plot_reconstructions(model, x, path=None, image_shape=(28, 28), n=10, rng=No
     -------
     fig : matplotlib.figure.Figure
     """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+    n = _at_least_one(n, "n")
     h, w = _check_image_shape(image_shape, model.D)
     x = np.asarray(x)
     x = model.check_x(x[:n] if x.ndim == 2 else x)                  # (n, D), one clear error if wrong
@@ -348,9 +350,7 @@ def manifold_grid(n):
         z1 = Phi^-1(u_c) (increasing to the right) and
         z2 = Phi^-1(u_{n-1-r}) (increasing upward).
     """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+    n = _at_least_one(n, "n")
     inv_cdf = NormalDist().inv_cdf
     q = np.array([inv_cdf((i + 0.5) / n) for i in range(n)])         # (n,) increasing
     z1 = np.tile(q, n)                                               # column c -> q[c]
@@ -384,7 +384,7 @@ def plot_manifold(model, path=None, image_shape=(28, 28), n=20):
             f"plot_manifold needs a model with J = 2 latent variables (the paper's Figure 4), "
             f"but this model has J = {model.J}; use plot_latent or plot_samples instead."
         )
-    n = int(n)
+    n = _at_least_one(n, "n")
     h, w = _check_image_shape(image_shape, model.D)
     z = manifold_grid(n)                                             # (n*n, 2)
     grid = image_grid(model.decode(z), (h, w), n, gap=0)             # (n*h, n*w)
@@ -440,9 +440,7 @@ def plot_latent(model, x, labels=None, path=None, max_points=5000, rng=None):
         if len(labels) != N:
             raise ValueError(f"labels has {len(labels)} entries but x has {N} rows; pass one label per datapoint.")
     rng = as_generator(rng)
-    max_points = int(max_points)
-    if max_points < 1:
-        raise ValueError(f"max_points must be at least 1, got {max_points}.")
+    max_points = _at_least_one(max_points, "max_points")
     if N > max_points:
         keep = np.sort(rng.choice(N, max_points, replace=False))
         x = x[keep]
