@@ -300,3 +300,17 @@ def test_plot_bound_range_follows_the_late_part_of_the_run():
     flat = {"samples": [10, 100], "train_elbo": [-100.0, -99.0]}
     lo, hi = plots.plot_bound(flat).axes[0].get_ylim()
     assert lo <= -100 and hi >= -99                          # nothing clipped when nothing is far off
+
+
+def test_counts_below_one_get_one_clear_error(model2, data):
+    x = data[0]
+    calls = {
+        "n": [lambda: plots.plot_samples(model2, n=0), lambda: plots.plot_reconstructions(model2, x, n=0),
+              lambda: plots.plot_manifold(model2, n=0), lambda: plots.manifold_grid(-1)],
+        "n_cols": [lambda: plots.image_grid(np.zeros((2, 4)), (2, 2), n_cols=0)],
+        "max_points": [lambda: plots.plot_latent(model2, x, max_points=0)],
+    }
+    for name, fs in calls.items():
+        for f in fs:
+            with pytest.raises(ValueError, match=f"^{name} must be at least 1, got -?[01]"):
+                f()
