@@ -3,10 +3,14 @@
 Every gradient is written by hand and checked by finite differences; see
 ``docs/paper-map.md`` for where each equation of the paper lives in the code.
 
-The modules, lowest first (each imports only those before it)::
+The modules, in the order a reader meets them (each imports only modules before it)::
 
-    utils, data -> layers, kernels -> estimator -> model -> optim
-        -> checkpoint, train -> evaluate, plots -> cli
+    utils, data -> layers -> estimator -> model -> optim -> steps
+        -> checkpoint -> train -> evaluate, gradcheck, plots, config -> fast -> rundir, cli
+
+The readable modules are the code that trains and is checked. The fast path,
+:mod:`minivae.fast`, imports them and is imported by none of them (only the
+command line asks for it); see ``docs/architecture.md``.
 
 The names below are imported on first use, so ``import minivae.data`` stays
 light (no model, no Numba).
@@ -16,7 +20,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {"VAE": "model", "SGD": "optim", "Adagrad": "optim", "Adam": "optim",
+_EXPORTS = {"VAE": "model", "SGD": "optim", "Adagrad": "optim", "Adam": "optim", "AEVB": "steps",
             "fit": "train", "dataset_elbo": "train", "log_likelihood": "evaluate"}
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -1,4 +1,4 @@
-"""Checkpoints: model, optimiser state, RNG states, history and loop position in one ``.npz``.
+"""Checkpoints: model, training-step state, RNG states, history and loop position in one ``.npz``.
 
 No pickle anywhere: every entry is a numeric array or a JSON string stored as
 a unicode array, and loading uses ``allow_pickle=False`` (a file holding
@@ -18,41 +18,53 @@ from .utils import CorruptFileError, atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointMismatch", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the training step's state (one or more optimisers) under "step/"
+
+_LOOP_KEYS = ("step", "epoch", "batch", "perm")
 
 
 class CheckpointMismatch(ValueError):
-    """The checkpoint is valid but belongs to another architecture."""
+    """The checkpoint is valid but belongs to another architecture or training step."""
 
 
 def _json(obj):
     return np.array(json.dumps(obj))
 
 
-def save_checkpoint(path, model, optimizer, rng_states, history, loop_state, config):
+def save_checkpoint(path, model, step, rng_states, history, loop_state, config, describe=None):
     """Write everything needed to resume a run exactly, atomically.
 
     Parameters
     ----------
     path : str or Path
     model : VAE
-    optimizer : minivae.optim.Optimizer
+    step : minivae.steps.TrainingStep
+        Its ``state_dict()`` (every optimiser's state, and the step's own)
+        and ``describe()`` are stored.
     rng_states : dict name -> ``Generator.bit_generator.state`` (JSON-able dicts)
     history : dict of lists
     loop_state : dict of ints and small arrays (epoch, step, permutation, ...)
     config : dict (the run's Config.to_dict())
+    describe : dict or None
+        What defines the training (``step.describe()`` by default; :func:`minivae.train.fit`
+        adds its loop settings); a resume compares it with its own.
     """
     arrays = {"format_version": np.array(FORMAT_VERSION), "model_config": _json(model.config),
-              "config": _json(config), "rng_states": _json(rng_states), "history": _json(history)}
+              "config": _json(config), "rng_states": _json(rng_states), "history": _json(history),
+              "step_describe": _json(step.describe() if describe is None else describe)}
     for name, p in model.params.items():
         arrays[f"param/{name}"] = p
-    for key, v in optimizer.state_dict().items():
-        arrays[f"optim/{key}"] = v
-    arrays["optim_name"] = np.array(type(optimizer).__name__)
+    for key, v in step.state_dict().items():
+        arrays[f"step/{key}"] = v
     for key, v in loop_state.items():
         arrays[f"loop/{key}"] = np.asarray(v)
     with atomic_write(path) as f:
         np.savez(f, **arrays)
+
+
+def _corrupt(path, what):
+    return CorruptFileError(f"checkpoint {path} is corrupt or truncated ({what}); "
+                            "delete it to start over, or use an earlier copy.")
 
 
 def load_checkpoint(path, model=None):
@@ -60,36 +72,53 @@ def load_checkpoint(path, model=None):
 
     Returns
     -------
-    dict with keys "model_config", "config", "rng_states", "history" (decoded
-    JSON), "params", "optim" (dicts of arrays), "optim_name", "loop" (dict).
+    dict with keys "model_config", "config", "rng_states", "history",
+    "step_describe" (decoded JSON), "params", "step_state" (dicts of arrays)
+    and "loop" (dict).
 
     Raises
     ------
     FileNotFoundError, CorruptFileError, CheckpointMismatch
+        Each with one sentence naming the file.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}.")
+        what = "a directory" if path.is_dir() else "no file"
+        raise FileNotFoundError(f"no checkpoint at {path} ({what} there).")
     try:
         with np.load(path, allow_pickle=False) as z:
             raw = {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise CorruptFileError(f"checkpoint {path} holds Python objects; minivae refuses to unpickle files.") from e
-        raise CorruptFileError(f"checkpoint {path} is corrupt or truncated ({e}); use an earlier checkpoint.") from e
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise CorruptFileError(f"checkpoint {path} is corrupt or truncated ({e}); use an earlier checkpoint.") from e
-    needed = ("format_version", "model_config", "config", "rng_states", "history", "optim_name")
+        raise _corrupt(path, e) from e
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, KeyError,
+            RuntimeError) as e:
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from e
+    except Exception as e:  # zlib.error, struct.error, ...: whatever a damaged zip raises
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from e
+    if "format_version" not in raw:
+        raise CorruptFileError(f"{path} is not a minivae checkpoint (no format_version entry).")
+    try:
+        version = int(raw["format_version"])
+    except (TypeError, ValueError) as e:
+        raise _corrupt(path, "its format_version is not a number") from e
+    if version != FORMAT_VERSION:
+        raise CorruptFileError(f"checkpoint {path} has format version {version}; this minivae reads version "
+                               f"{FORMAT_VERSION}: train again, or use the minivae that wrote it.")
+    needed = ("model_config", "config", "rng_states", "history", "step_describe",
+              *(f"loop/{k}" for k in _LOOP_KEYS))
     missing = [k for k in needed if k not in raw]
     if missing:
-        raise CorruptFileError(f"{path} is not a minivae checkpoint (missing {', '.join(missing)}).")
-    if int(raw["format_version"]) != FORMAT_VERSION:
-        raise CorruptFileError(f"checkpoint {path} has format version {int(raw['format_version'])}; "
-                               f"this minivae reads version {FORMAT_VERSION}.")
-    out = {k: json.loads(str(raw[k])) for k in ("model_config", "config", "rng_states", "history")}
-    out["optim_name"] = str(raw["optim_name"])
+        raise CorruptFileError(f"{path} is not a complete minivae checkpoint (missing {', '.join(missing)}).")
+    out = {}
+    for key in ("model_config", "config", "rng_states", "history", "step_describe"):
+        try:
+            out[key] = json.loads(str(raw[key]))
+        except json.JSONDecodeError as e:
+            raise _corrupt(path, f"its {key} entry is not valid JSON: {e}") from e
     out["params"] = {k[len("param/"):]: v for k, v in raw.items() if k.startswith("param/")}
-    out["optim"] = {k[len("optim/"):]: v for k, v in raw.items() if k.startswith("optim/")}
+    out["step_state"] = {k[len("step/"):]: v for k, v in raw.items() if k.startswith("step/")}
     out["loop"] = {k[len("loop/"):]: v for k, v in raw.items() if k.startswith("loop/")}
     if model is not None:
         load_parameters(model, out, path)
@@ -98,6 +127,8 @@ def load_checkpoint(path, model=None):
 
 def load_parameters(model, ckpt, path="checkpoint"):
     """Copy a loaded checkpoint's parameters into ``model`` after checking they fit."""
+    if not isinstance(ckpt["model_config"], dict):
+        raise CorruptFileError(f"{path}: its model_config is not a JSON object.")
     if ckpt["model_config"] != model.config:
         diff = {k: (ckpt["model_config"].get(k), v) for k, v in model.config.items() if ckpt["model_config"].get(k) != v}
         raise CheckpointMismatch(
@@ -107,6 +138,8 @@ def load_parameters(model, ckpt, path="checkpoint"):
         raise CheckpointMismatch(f"{path} has parameters {sorted(ckpt['params'])}, the model {sorted(model.params)}.")
     for name, p in model.params.items():
         v = ckpt["params"][name]
+        if v.dtype.kind != "f":
+            raise CorruptFileError(f"{path}: parameter {name} holds {v.dtype} values, not floats.")
         if v.shape != p.shape:
             raise CheckpointMismatch(f"{path}: parameter {name} has shape {v.shape}, the model {p.shape}.")
         if not np.isfinite(v).all():

@@ -14,14 +14,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .config import DATASETS, PRESETS, Config, preset
-from .utils import atomic_write
+from .config import PRESETS, Config, preset
+from .data import DATASETS
+from .utils import CorruptFileError, atomic_write
 
 # Flags that map one-to-one onto Config fields: (flag, field, type, help).
 _CONFIG_FLAGS = [
@@ -47,13 +50,16 @@ _CONFIG_FLAGS = [
 ]
 
 
+_BUDGET = ("epochs", "samples")   # the only settings a resumed run may change
+
+
 def _defaults_text(name):
     d = {**Config().to_dict(), **PRESETS[name]}
     return ", ".join(f"{k}={d[k]}" for k in ("dataset", "decoder", "H", "J", "optimizer", "lr", "M", "L"))
 
 
 def _add_config_flags(p):
-    p.add_argument("--preset", choices=sorted(PRESETS), default="mnist",
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="the paper's set-ups; flags below override it. "
                         + "; ".join(f"{n}: {_defaults_text(n)}" for n in PRESETS) + " (default: mnist)")
     for flag, field, typ, text in _CONFIG_FLAGS:
@@ -64,16 +70,80 @@ def _add_config_flags(p):
                    help="Gaussian decoder: squash the mean into (0, 1) as for Frey Face (default: on)")
     p.add_argument("--weight-decay", dest="weight_decay", action=argparse.BooleanOptionalAction, default=None,
                    help="the N(0, I) prior on the parameters, i.e. the paper's weight decay (default: on)")
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=float, default=None,
+                   help="epochs between checkpoints; 0.25 writes four an epoch (default: 1)")
+
+
+def _explicit_changes(args):
+    """The configuration fields given on the command line (not defaults)."""
+    changes = {field: getattr(args, field) for _, field, _, _ in _CONFIG_FLAGS if getattr(args, field) is not None}
+    for field in ("sigmoid_mean", "weight_decay", "checkpoint_every"):
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    return changes
 
 
 def _config_from_args(args):
-    changes = {field: getattr(args, field) for _, field, _, _ in _CONFIG_FLAGS if getattr(args, field) is not None}
-    for field in ("sigmoid_mean", "weight_decay"):
-        if getattr(args, field) is not None:
-            changes[field] = getattr(args, field)
+    changes = _explicit_changes(args)
     if changes.get("epochs") is None and changes.get("samples") is None:
         changes["epochs"] = 10.0
-    return preset(args.preset, **changes)
+    return preset(args.preset or "mnist", **changes)
+
+
+def _read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CorruptFileError(f"{path} is not valid JSON ({e}); restore it or start a new run.") from e
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path} is not a text file; restore it or start a new run.") from e
+
+
+def _resume_config(args, out):
+    """The configuration a resumed run continues with: the saved one, plus a new budget if given."""
+    from .checkpoint import load_checkpoint
+    ckpt = out / "checkpoint.npz"
+    if not ckpt.is_file():
+        what = "is a directory" if ckpt.is_dir() else "does not exist"
+        raise FileNotFoundError(f"--resume: {ckpt} {what}, so there is nothing to resume; "
+                                "drop --resume to start a new run in another --out.")
+    if (out / "config.json").is_file():
+        saved = _read_json(out / "config.json", "config")
+    else:
+        saved = load_checkpoint(ckpt)["config"]
+    try:
+        old = Config.from_dict(saved)
+    except (TypeError, ValueError) as e:
+        raise CorruptFileError(f"{out}/config.json does not describe a valid run ({e}).") from e
+    changes = _explicit_changes(args)
+    if args.preset is not None:
+        implied = preset(args.preset, **{k: v for k, v in changes.items()}).to_dict()
+        changes = {**{k: v for k, v in implied.items() if k not in _BUDGET and k in PRESETS[args.preset]}, **changes}
+    diff = [f"{k}={old.to_dict()[k]!r} in the run, {v!r} given" for k, v in changes.items()
+            if k not in _BUDGET and old.to_dict()[k] != v]
+    if diff:
+        raise ValueError(f"--resume: {out} was trained with other settings ({'; '.join(diff)}); only "
+                         "--epochs and --samples may change on resume: drop the other flags, or use another --out.")
+    budget = {k: changes[k] for k in _BUDGET if k in changes}
+    if budget:
+        budget = {"epochs": None, "samples": None, **budget}
+    return old.replace(**budget)
+
+
+def _check_sizes(cfg, D):
+    """Refuse a model or step that cannot fit in memory, before allocating it."""
+    item = 4 if cfg.dtype == "float32" else 8
+    H, J, M, L = cfg.H, cfg.J, cfg.M, cfg.L
+    n_params = D * H + H * 2 * J + J * H + H * D * (2 if cfg.decoder == "gaussian" else 1)
+    per_param = 3 + (2 if cfg.optimizer == "adam" else 1)            # parameter, gradient, optimiser state, copies
+    need = item * (n_params * per_param + L * M * (6 * D + 8 * H + 6 * J))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        total = 1 << 40
+    if need > 0.8 * total:
+        raise ValueError(f"this model needs about {need / 2**30:.1f} GiB (H={H}, J={J}, M={M}, L={L}, D={D}) "
+                         f"but the machine has {total / 2**30:.1f} GiB; choose smaller -H, -J, -M or -L.")
 
 
 def _write_json(path, obj):
@@ -107,6 +177,7 @@ def _load_data(cfg, download=True):
 def _build(cfg, D):
     from .model import VAE
     from .optim import make_optimizer
+    _check_sizes(cfg, D)
     model = VAE(D=D, H=cfg.H, J=cfg.J, decoder=cfg.decoder, sigmoid_mean=cfg.sigmoid_mean,
                 activation=cfg.activation, init=cfg.init, dtype=cfg.dtype, random_state=cfg.seed)
     return model, make_optimizer(cfg.optimizer, cfg.lr)
@@ -120,11 +191,25 @@ def _load_run(run_dir):
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a minivae run directory (no config.json); "
                                 "give the --out folder of a 'minivae train' run.")
-    cfg = Config.from_dict(json.loads(cfg_path.read_text()))
+    try:
+        cfg = Config.from_dict(_read_json(cfg_path, "config"))
+    except TypeError as e:
+        raise CorruptFileError(f"{cfg_path} does not describe a valid run ({e}).") from e
     data = _load_data(cfg)
     model, _ = _build(cfg, data.x_train.shape[1])
     load_checkpoint(run_dir / "checkpoint.npz", model)
     return cfg, data, model
+
+
+def _new_path(path):
+    """``path``, or ``name-2.ext``, ``name-3.ext``, ... : the first that does not exist yet."""
+    path = Path(path)
+    k = 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        k += 1
+    return candidate
 
 
 def make_figures(out, model, data, history, seed=0):
@@ -149,39 +234,57 @@ def make_figures(out, model, data, history, seed=0):
 
 # --- sub-commands -------------------------------------------------------------------
 
+EXIT_ERROR, EXIT_DIVERGED = 2, 1
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}   # 128 + the signal's number, as shells report
+
+
 def cmd_train(args):
-    from .train import TrainingDiverged, fit
-    cfg = _config_from_args(args)
-    out = Path(args.out or f"runs/{cfg.dataset}-J{cfg.J}")
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint.npz"
-    if args.resume and (out / "config.json").is_file():
-        old = Config.from_dict(json.loads((out / "config.json").read_text()))
-        budget = ("epochs", "samples", "eval_points")
-        diff = [k for k in cfg.to_dict() if k not in budget and cfg.to_dict()[k] != old.to_dict()[k]]
-        if diff:
-            raise ValueError(f"--resume: {out} was trained with other settings ({', '.join(diff)}); "
-                             "use the same flags or another --out.")
-    elif ckpt.exists() and not args.resume:
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
-    data = _load_data(cfg, download=not args.no_download)
-    binarize = cfg.binarize == "dynamic"
+    from .fast import aevb_step
+    from .rundir import fresh_run_dir, run_lock
+    from .train import TrainingDiverged, TrainingInterrupted, fit
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out, the run directory to continue.")
+        out = Path(args.out)
+        cfg = _resume_config(args, out)
+    else:
+        cfg = _config_from_args(args)
+        out = Path(args.out or f"runs/{cfg.dataset}-J{cfg.J}")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a directory; choose another --out.")
+        if out.is_dir() and any((out / name).exists() for name in ("checkpoint.npz", "config.json", "history.json")):
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+    data = _load_data(cfg, download=not args.no_download)      # before anything is written
     model, opt = _build(cfg, data.x_train.shape[1])
-    _write_json(out / "config.json", cfg.to_dict())
-    print(f"minivae: {model!r} on {data.name} ({len(data.x_train)} train / {len(data.x_test)} test), "
-          f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator} -> {out}", flush=True)
-    t = time.perf_counter()
-    try:
-        history = fit(model, opt, data.x_train, data.x_test, M=cfg.M, L=cfg.L, estimator=cfg.estimator,
-                      samples=cfg.samples, epochs=cfg.epochs, binarize=binarize, weight_decay=cfg.weight_decay,
-                      seed=cfg.seed, eval_points=cfg.eval_points, eval_train_size=cfg.eval_train_size,
-                      progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every,
-                      resume=args.resume, config=cfg.to_dict(),
-                      on_eval=lambda h: _write_history(out, h))
-    except TrainingDiverged as e:
-        print(f"minivae: {e}", file=sys.stderr)
-        return 1
-    _write_history(out, history)
+    ckpt = out / "checkpoint.npz"
+    if args.resume:                                             # refuse a damaged or foreign checkpoint early
+        from .checkpoint import load_checkpoint
+        load_checkpoint(ckpt, model)
+    N = len(data.x_train)
+    step = aevb_step(model, opt, cfg.estimator, cfg.L, weight_decay=1.0 / N if cfg.weight_decay else 0.0,
+                     fast=not args.readable)
+    evaluate = None
+    with fresh_run_dir(out), run_lock(out):
+        _write_json(out / "config.json", cfg.to_dict())
+        path = "fast (fused Numba kernels)" if type(step).__name__ == "FastAEVB" else "readable NumPy"
+        print(f"minivae: {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "
+              f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {path} path -> {out}",
+              flush=True)
+        t = time.perf_counter()
+        try:
+            history = fit(model, step, data.x_train, data.x_test, M=cfg.M, estimator=cfg.estimator,
+                          samples=cfg.samples, epochs=cfg.epochs, binarize=cfg.binarize == "dynamic",
+                          seed=cfg.seed, eval_points=cfg.eval_points, eval_train_size=cfg.eval_train_size,
+                          progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every,
+                          resume=args.resume, config=cfg.to_dict(), on_eval=lambda h: _write_history(out, h),
+                          evaluate=evaluate, catch_signals=True)
+        except TrainingDiverged as e:
+            print(f"minivae: {e}", file=sys.stderr)
+            return EXIT_DIVERGED
+        except TrainingInterrupted as e:
+            print(f"minivae: {e}; continue with: minivae train --resume --out {out}", file=sys.stderr)
+            return EXIT_SIGNAL.get(e.signum, 130)
+        _write_history(out, history)
     print(f"trained {history['samples'][-1]} samples in {time.perf_counter() - t:.1f} s; "
           f"lower bound per datapoint: train {history['train_elbo'][-1]:.2f}, test {history['test_elbo'][-1]:.2f} nats")
     if not args.no_figures:
@@ -190,61 +293,89 @@ def cmd_train(args):
     return 0
 
 
+def _positive(name, value, allow_zero=False):
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}; got {value}.")
+
+
 def cmd_evaluate(args):
     from .evaluate import dataset_elbo, log_likelihood
+    _positive("-n", args.n, allow_zero=True)
+    _positive("-K", args.K, allow_zero=True)
+    _positive("-L", args.L)
     cfg, data, model = _load_run(args.run)
     x = data.x_test[:args.n] if args.n else data.x_test
     if cfg.binarize == "dynamic":   # evaluate on one fixed binarisation of the test set
         from .data import binarize_dynamic
         x = binarize_dynamic(x, np.random.default_rng([args.seed, 4]))
+    fast = None
     rng = np.random.default_rng(args.seed)
-    elbo = dataset_elbo(model, x, rng, L=args.L, estimator=cfg.estimator)
-    result = {"n_test": len(x), "elbo": elbo, "elbo_L": args.L, "seed": args.seed}
+    elbo_fn = dataset_elbo if fast is None else fast.fast_dataset_elbo
+    t = time.perf_counter()
+    elbo = elbo_fn(model, x, rng, L=args.L, estimator=cfg.estimator)
+    result = {"n_test": len(x), "elbo": elbo, "elbo_L": args.L, "seed": args.seed,
+              "path": "readable" if fast is None else "fast"}
     print(f"test lower bound per datapoint (L={args.L}, fresh noise): {elbo:.3f} nats on {len(x)} images")
     if args.K > 0:
-        t = time.perf_counter()
-        ll = log_likelihood(model, x, K=args.K, rng=rng, progress=not args.no_progress)
+        ll_fn = log_likelihood if fast is None else fast.fast_log_likelihood
+        ll = ll_fn(model, x, K=args.K, rng=rng, progress=not args.no_progress)
         se = float(ll.std(ddof=1) / np.sqrt(len(ll))) if len(ll) > 1 else float("nan")
-        result.update(log_px=float(ll.mean()), log_px_se=se, K=args.K, seconds=time.perf_counter() - t)
-        print(f"importance-sampled log p(x) (K={args.K}): {ll.mean():.3f} +- {se:.3f} nats "
-              f"({time.perf_counter() - t:.0f} s)")
-    _write_json(Path(args.run) / "evaluation.json", result)
+        result.update(log_px=float(ll.mean()), log_px_se=se, K=args.K)
+        print(f"importance-sampled log p(x) (K={args.K}): {ll.mean():.3f} +- {se:.3f} nats")
+    result["seconds"] = time.perf_counter() - t
+    path = Path(args.output) if args.output else _new_path(Path(args.run) / "evaluation.json")
+    replaced = path.exists()
+    _write_json(path, result)
+    print(f"wrote {path}" + (" (replacing the file that was there)" if replaced else ""))
     return 0
 
 
 def cmd_sample(args):
     from . import plots
+    _positive("-n", args.n)
     cfg, data, model = _load_run(args.run)
-    path = Path(args.output or Path(args.run) / "samples.png")
+    path = Path(args.output) if args.output else _new_path(Path(args.run) / f"samples-seed{args.seed}.png")
+    replaced = path.exists()
     plots.plot_samples(model, path, n=args.n, rng=np.random.default_rng(args.seed), image_shape=data.image_shape,
                        sample=args.binary)
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (" (replacing the file that was there)" if replaced else ""))
     return 0
 
 
 def cmd_plot(args):
     cfg, data, model = _load_run(args.run)
-    history = json.loads((Path(args.run) / "history.json").read_text())
+    history = _read_json(Path(args.run) / "history.json", "history")
     names = make_figures(Path(args.run), model, data, history, cfg.seed)
-    print(f"figures: {', '.join(names)} in {args.run}")
+    print(f"figures: {', '.join(names)} in {args.run} (redrawn)")
     return 0
 
 
 def cmd_gradcheck(args):
-    from .gradcheck import TOLERANCE, check_model
+    """Finite differences of the readable code (always), and of the fast step with --fast."""
+    from .estimator import log_parameter_prior, log_parameter_prior_grad
+    from .gradcheck import TOLERANCE, check_function, check_model
     from .model import VAE
     worst = 0.0
+    rows = []
     for decoder, sigmoid_mean in (("bernoulli", True), ("gaussian", True), ("gaussian", False)):
         for estimator in ("A", "B"):
             model = VAE(D=args.D, H=args.H, J=args.J, decoder=decoder, sigmoid_mean=sigmoid_mean,
                         init="glorot", random_state=args.seed)
             rng = np.random.default_rng(args.seed + 1)
             x = rng.random((args.M, args.D))
-            errors = check_model(model, x, model.sample_eps(args.M, args.L, rng), estimator, n_data=100)
-            name, err = max(errors.items(), key=lambda kv: kv[1])
-            worst = max(worst, err)
+            eps = model.sample_eps(args.M, args.L, rng)
             label = decoder + (" (sigmoid mean)" if decoder == "gaussian" and sigmoid_mean else "")
-            print(f"{label:26s} estimator {estimator}  L={args.L}: worst relative error {err:.1e} ({name})")
+            rows.append((f"{label:26s} estimator {estimator}  L={args.L}, readable", check_model(model, x, eps, estimator)))
+            if args.fast:
+                from .fast.gradcheck import check_fast_model
+                rows.append((f"{label:26s} estimator {estimator}  L={args.L}, fast", check_fast_model(model, x, eps, estimator)))
+    params = VAE(D=args.D, H=args.H, J=args.J, init="glorot", random_state=args.seed).params
+    rows.append(("parameter prior log N(theta; 0, I)",
+                 check_function(lambda: log_parameter_prior(params), log_parameter_prior_grad(params), params)))
+    for label, errors in rows:
+        name, err = max(errors.items(), key=lambda kv: kv[1])
+        worst = max(worst, err)
+        print(f"{label}: worst relative error {err:.1e} ({name})")
     ok = worst <= TOLERANCE
     print(f"{'OK' if ok else 'FAILED'}: worst {worst:.1e}, tolerance {TOLERANCE:.0e} "
           "(a correct gradient gives about 1e-10 in float64)")
@@ -265,6 +396,9 @@ def build_parser():
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data files")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
+    t.add_argument("--readable", action="store_true",
+                   help="train on the readable NumPy code even where the fast path could run "
+                        "(it steps aside by itself, with a warning, for any edited or unsupported model)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test lower bound and importance-sampled log p(x) of a trained run",
@@ -275,6 +409,9 @@ def build_parser():
     e.add_argument("-L", type=int, default=1, help="samples per image for the lower bound")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--readable", action="store_true", help="evaluate with the readable NumPy code")
+    e.add_argument("-o", "--output", help="JSON path (default: <run>/evaluation.json, or evaluation-2.json, ... "
+                                          "if that exists)")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw z ~ N(0, I) and show the decoder's output",
@@ -283,7 +420,8 @@ def build_parser():
     s.add_argument("-n", type=int, default=100, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="seed")
     s.add_argument("--binary", action="store_true", help="show samples of x instead of the decoder's mean")
-    s.add_argument("-o", "--output", help="PNG path (default: <run>/samples.png)")
+    s.add_argument("-o", "--output", help="PNG path (default: <run>/samples-seed<seed>.png, never the run's "
+                                          "own samples.png)")
     s.set_defaults(func=cmd_sample)
 
     pl = sub.add_parser("plot", help="(re)draw every figure of a run from its checkpoint and history")
@@ -298,17 +436,27 @@ def build_parser():
     g.add_argument("-M", type=int, default=4, help="minibatch size")
     g.add_argument("-L", type=int, default=3, help="samples per datapoint")
     g.add_argument("--seed", type=int, default=0, help="seed")
+    g.add_argument("--fast", action="store_true", help="also check the fast path's gradient by finite differences")
     g.set_defaults(func=cmd_gradcheck)
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from .rundir import RunLocked
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as e:
+    except MemoryError:
+        print("minivae: error: out of memory; choose a smaller model (-H, -J) or minibatch (-M, -L).",
+              file=sys.stderr)
+    except OSError as e:
+        message = str(e)
+        if getattr(e, "filename", None) and str(e.filename) not in message:
+            message += f" ({e.filename})"
+        print(f"minivae: error: {message}", file=sys.stderr)
+    except (ValueError, TypeError, RunLocked) as e:
         print(f"minivae: error: {e}", file=sys.stderr)
-        return 2
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
-__all__ = ["Config", "PRESETS", "preset"]
+from .data import DATASETS
+from .estimator import ESTIMATORS
+from .layers import ACTIVATIONS
+from .model import DECODERS
+from .optim import OPTIMIZERS
 
-DATASETS = ("mnist", "mnist-binarized", "frey", "digits-synthetic")
+__all__ = ["Config", "PRESETS", "preset", "CHOICES"]
+
+#: The allowed values of the configuration's string fields, each from the one list its module keeps.
+CHOICES = dict(dataset=DATASETS, binarize=("none", "dynamic"), decoder=tuple(DECODERS),
+               activation=tuple(ACTIVATIONS), init=("paper", "glorot"), dtype=("float32", "float64"),
+               optimizer=tuple(OPTIMIZERS), estimator=ESTIMATORS)
 
 
 @dataclass
@@ -61,31 +71,31 @@ class Config:
     seed: int = 0
     eval_points: int = 20
     eval_train_size: int = 10000
-    checkpoint_every: int = 1  # epochs
+    checkpoint_every: float = 1.0  # epochs (0.25: four checkpoints an epoch)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self):
         """Refuse values that cannot work, each with one sentence."""
-        choices = dict(dataset=DATASETS, binarize=("none", "dynamic"), decoder=("bernoulli", "gaussian"),
-                       activation=("tanh", "relu", "softplus", "sigmoid"), init=("paper", "glorot"),
-                       dtype=("float32", "float64"), optimizer=("adagrad", "sgd", "adam"), estimator=("A", "B"))
-        for key, allowed in choices.items():
+        for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}; got {getattr(self, key)!r}.")
-        for key in ("H", "J", "M", "L", "eval_points", "eval_train_size", "checkpoint_every"):
+        for key in ("H", "J", "M", "L", "eval_points", "eval_train_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive integer; got {value!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive; got {self.lr!r}.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
+        for key in ("lr", "checkpoint_every", "epochs", "samples"):
+            value = getattr(self, key)
+            if value is None and key in ("epochs", "samples"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"{key} must be a finite number > 0; got {value!r}.")
         if self.epochs is not None and self.samples is not None:
             raise ValueError("give a budget of epochs or of samples, not both.")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"epochs must be positive; got {self.epochs!r}.")
-        if self.samples is not None and not self.samples > 0:
-            raise ValueError(f"samples must be positive; got {self.samples!r}.")
         if self.decoder == "bernoulli" and self.dataset == "frey":
             raise ValueError("Frey Face is grey-level data: use the Gaussian decoder (--decoder gaussian or --preset frey).")
         return self

@@ -39,10 +39,20 @@ __all__ = [
     "estimator_a", "estimator_a_backward",
     "estimator_b", "estimator_b_backward",
     "log_parameter_prior", "log_parameter_prior_grad",
-    "LOG_2PI",
+    "LOG_2PI", "ESTIMATORS", "check_estimator",
 ]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+
+#: The SGVB estimators of Section 2.3, by name: A (eq. 6, generic) and B (eq. 7, analytic KL).
+ESTIMATORS = ("A", "B")
+
+
+def check_estimator(name):
+    """Return ``name`` if it is one of :data:`ESTIMATORS`, else raise one clear ValueError."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {name!r}.")
+    return name
 
 
 # --- reparameterisation (Section 2.4; the Gaussian case of eq. 10) ----------

@@ -7,8 +7,14 @@ O(machine eps / h) ~ 1e-11, so a correct gradient gives a relative error
 ``TOLERANCE = 1e-7``; a wrong gradient typically gives 1e-2 or more. In
 float32 no finite-difference check is meaningful: always check in float64.
 
+These checks run the readable code (``VAE.loss_and_grads``, the layers'
+``backward``): the code that trains under :func:`minivae.train.fit`. The fast
+path is checked against them by its own tests, and by finite differences with
+:func:`minivae.fast.gradcheck.check_fast_model`.
+
 Typical use::
 
+    import numpy as np
     from minivae import VAE
     from minivae.gradcheck import check_model
     model = VAE(D=6, H=5, J=3, decoder="bernoulli", random_state=0)
@@ -109,7 +115,7 @@ def check_layer(layer, x, rng=None, h=1e-5):
     return check_function(f, analytic, inputs, h)
 
 
-def check_model(model, x, eps, estimator="B", n_data=None, h=1e-5):
+def check_model(model, x, eps, estimator="B", h=1e-5):
     """Check every parameter gradient of ``model.loss_and_grads`` (end to end).
 
     Costs two forward passes per parameter entry: use a small model
@@ -120,16 +126,16 @@ def check_model(model, x, eps, estimator="B", n_data=None, h=1e-5):
     -------
     dict parameter name -> relative error.
     """
-    model.loss_and_grads(x, eps, estimator, n_data)
+    model.loss_and_grads(x, eps, estimator)
     analytic = {name: g.copy() for name, g in model.grads.items()}
 
     def f():
-        return model.loss_and_grads(x, eps, estimator, n_data)[0]
+        return model.loss_and_grads(x, eps, estimator)[0]
 
     return check_function(f, analytic, model.params, h)
 
 
-def check_model_direction(model, x, eps, estimator="B", n_data=None, rng=None, h=1e-5):
+def check_model_direction(model, x, eps, estimator="B", rng=None, h=1e-5):
     """Check the whole gradient along one random direction (HIPS/autograd style).
 
     (loss(theta + h v) - loss(theta - h v)) / 2h must equal <grad, v>; two
@@ -140,14 +146,14 @@ def check_model_direction(model, x, eps, estimator="B", n_data=None, rng=None, h
     float, the relative error between the two directional derivatives.
     """
     rng = as_generator(rng)
-    model.loss_and_grads(x, eps, estimator, n_data)
+    model.loss_and_grads(x, eps, estimator)
     v = {name: rng.standard_normal(p.shape) for name, p in model.params.items()}
     analytic = sum(float(np.sum(model.grads[name] * v[name])) for name in v)
 
     def shifted(sign):
         for name, p in model.params.items():
             p += sign * h * v[name]
-        value = model.loss_and_grads(x, eps, estimator, n_data)[0]
+        value = model.loss_and_grads(x, eps, estimator)[0]
         for name, p in model.params.items():
             p -= sign * h * v[name]
         return value

@@ -13,8 +13,9 @@ training step (the model stacks the L samples into one batch), so ``backward``
 overwrites ``grads`` rather than accumulating.
 
 The arithmetic of the activations lives in small pure functions
-(:func:`tanh_backward` and so on) that the Numba kernels in
-:mod:`minivae.kernels` are held to.
+(:func:`tanh_backward` and so on). These layers are what trains: the fast
+path (:mod:`minivae.fast`) runs only while this code is unchanged, and its
+kernels' twins call these layers.
 """
 
 from __future__ import annotations

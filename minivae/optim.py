@@ -5,40 +5,85 @@ updates the arrays of ``params`` in place (the model's layers see the new
 values) and keeps its state per parameter name, so ``state_dict`` /
 ``load_state_dict`` round-trip through a checkpoint.
 
-``step(params, grads, weight_decay=c)`` adds ``c * theta`` to each gradient
-before the update. With c = 1/N that is the paper's N(0, I) parameter prior
-(Section 5): the gradient of -(1/N) log p(theta), the prior's share per
-datapoint (:func:`minivae.estimator.log_parameter_prior_grad`). This is how
-:func:`minivae.train.fit` applies the prior, as ``torch.optim`` does: in the
-optimiser's own pass over the parameters, not in a pass of its own.
+The arithmetic of each update is a small pure function
+(:func:`sgd_update`, :func:`adagrad_update`, :func:`adam_update`) that the
+classes call and that the fast path's kernels (``minivae.fast``) are held to.
 
-Under the default backend ``"numba"`` (see :mod:`minivae.backend`) each
-update runs as one fused in-place pass per parameter
-(:func:`minivae.kernels.adagrad_step` and its siblings), with the same
-arithmetic in the same order as the ``_update`` written out below.
+``step(params, grads, weight_decay=c)`` adds ``c * theta`` to each gradient
+before the update (:func:`decayed_gradient`). With c = 1/N that is the paper's
+N(0, I) parameter prior (Section 5): the gradient of -(1/N) log p(theta), the
+prior's share per datapoint (:func:`minivae.estimator.log_parameter_prior_grad`).
+This is the one place the readable training path applies the prior, as
+``torch.optim`` does: in the optimiser's own pass over the parameters.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .backend import get_backend
-from .backend import kernels as _kernels
 from .estimator import log_parameter_prior_grad
 
-__all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS"]
+__all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS",
+           "decayed_gradient", "sgd_update", "adagrad_update", "adam_update"]
 
+
+# --- the updates, as pure functions (in place on p and the state arrays) ----------------
+
+def decayed_gradient(g, p, weight_decay):
+    """g + weight_decay * p: the gradient of the loss plus -(weight_decay) log N(p; 0, I).
+
+    With weight_decay = 1/N this adds the paper's parameter prior per datapoint.
+    Returns ``g`` itself (not a copy) when weight_decay is 0.
+    """
+    if not weight_decay:
+        return g
+    return g - weight_decay * log_parameter_prior_grad({"p": p})["p"]
+
+
+def sgd_update(p, g, lr):
+    """theta <- theta - lr * g, in place on p."""
+    p -= lr * g
+
+
+def adagrad_update(p, g, G, lr, eps):
+    """Adagrad (Duchi et al., 2011): G <- G + g^2; theta <- theta - lr * g / (sqrt(G) + eps); in place."""
+    G += g * g
+    p -= lr * g / (np.sqrt(G) + eps)
+
+
+def adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
+    """Adam (Kingma & Ba, 2015), step number t >= 1 (counted in updates, not epochs), in place.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    theta <- theta - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+    """
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * g * g
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def _check_rate(name, value, positive=True):
+    value = float(value)
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        raise ValueError(f"the {name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}.")
+    return value
+
+
+# --- the optimisers ---------------------------------------------------------------------
 
 class Optimizer:
-    """Base class: ``lr`` and per-name state arrays."""
+    """Base class: ``lr``, the step count ``t`` and per-name state arrays."""
 
     def __init__(self, lr):
-        if not lr > 0:
-            raise ValueError(f"the learning rate must be positive, got {lr}.")
-        self.lr = float(lr)
+        self.lr = _check_rate("learning rate", lr)
         self.state: dict[str, np.ndarray] = {}
-        self.t = 0  # steps taken
-        self._flat = {}  # name -> (arrays, their flat views), for the fast update
+        self.t = 0  # updates taken
 
     def step(self, params, grads, weight_decay=0.0):
         """One update of every array in ``params`` from ``grads`` (same keys); ``grads`` is only read.
@@ -47,42 +92,25 @@ class Optimizer:
             Each gradient g becomes g + weight_decay * theta first. 1/N gives the
             N(0, I) parameter prior per datapoint, since -(1/N) d log p(theta) / d theta = theta / N.
         """
-        if not weight_decay >= 0:
+        if not (isinstance(weight_decay, (int, float, np.floating)) and math.isfinite(weight_decay)
+                and weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
         self.t += 1
-        fast = get_backend() == "numba"
         for name, p in params.items():
-            g = grads[name]
-            if not (fast and self._update_fast(name, p, g, weight_decay)):
-                if weight_decay:
-                    g = g - weight_decay * log_parameter_prior_grad({name: p})[name]
-                self._update(name, p, g)
+            self._update(name, p, decayed_gradient(grads[name], p, weight_decay))
 
     def _update(self, name, p, g):  # pragma: no cover - interface
         raise NotImplementedError
-
-    def _update_fast(self, name, p, g, decay):
-        """The same update (g + decay * p first) in one jitted pass; False (nothing done) if it cannot run it."""
-        return False
-
-    def _flat_views(self, name, *arrays):
-        """1-D views of C-contiguous float arrays of one dtype and shape, or None; cached per name."""
-        cached = self._flat.get(name)
-        if cached is not None and all(a is b for a, b in zip(cached[0], arrays)):
-            return cached[1]
-        p = arrays[0]
-        if not (p.dtype.kind == "f" and all(a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous
-                                            for a in arrays)):
-            return None
-        views = tuple(a.reshape(-1) for a in arrays)
-        self._flat[name] = (arrays, views)
-        return views
 
     def _slot(self, key, p):
         """The state array ``key`` (zeros like p at first use)."""
         if key not in self.state:
             self.state[key] = np.zeros_like(p)
         return self.state[key]
+
+    def hyperparameters(self):
+        """The settings that define the update (recorded in checkpoints and compared on resume)."""
+        return {"lr": self.lr}
 
     def state_dict(self):
         """Flat dict of arrays (checkpoint-friendly: no objects)."""
@@ -91,29 +119,30 @@ class Optimizer:
         d["lr"] = np.array(self.lr)
         return d
 
-    def load_state_dict(self, d):
+    def load_state_dict(self, d, params=None):
+        """Restore ``state_dict()``; with ``params``, check each state array's shape and dtype first."""
+        state = {k[len("state."):]: np.array(v) for k, v in d.items() if k.startswith("state.")}
+        if params is not None:
+            for key, v in state.items():
+                p = params.get(key.rsplit(".", 1)[0] if key not in params else key)
+                if p is None or v.shape != p.shape:
+                    raise ValueError(f"optimiser state {key!r} has shape {v.shape}, which fits no parameter "
+                                     f"of the model{'' if p is None else f' ({p.shape})'}.")
+                state[key] = v.astype(p.dtype, copy=False)
         self.t = int(d["t"])
         self.lr = float(d["lr"])
-        self.state = {k[len("state."):]: np.array(v) for k, v in d.items() if k.startswith("state.")}
+        self.state = state
 
 
 class SGD(Optimizer):
-    """theta <- theta - lr * g."""
+    """theta <- theta - lr * g (:func:`sgd_update`)."""
 
     def _update(self, name, p, g):
-        p -= self.lr * g
-
-    def _update_fast(self, name, p, g, decay):
-        flat = self._flat_views(name, p, g)
-        if flat is None:
-            return False
-        f = p.dtype.type
-        _kernels().sgd_step(*flat, f(self.lr), f(decay))
-        return True
+        sgd_update(p, g, self.lr)
 
 
 class Adagrad(Optimizer):
-    """Adagrad (Duchi et al., 2011), the paper's optimiser.
+    """Adagrad (Duchi et al., 2011), the paper's optimiser (:func:`adagrad_update`).
 
     G <- G + g^2;  theta <- theta - lr * g / (sqrt(G) + eps).
     The same update as ``torch.optim.Adagrad`` with its defaults (eps = 1e-10).
@@ -122,52 +151,31 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=1e-10):
         super().__init__(lr)
-        self.eps = float(eps)
+        self.eps = _check_rate("Adagrad eps", eps, positive=False)
 
     def _update(self, name, p, g):
-        G = self._slot(name, p)
-        G += g * g
-        p -= self.lr * g / (np.sqrt(G) + self.eps)
+        adagrad_update(p, g, self._slot(name, p), self.lr, self.eps)
 
-    def _update_fast(self, name, p, g, decay):
-        flat = self._flat_views(name, p, g, self._slot(name, p))
-        if flat is None:
-            return False
-        f = p.dtype.type
-        _kernels().adagrad_step(*flat, f(self.lr), f(self.eps), f(decay))
-        return True
+    def hyperparameters(self):
+        return {"lr": self.lr, "eps": self.eps}
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015).
-
-    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
-    theta <- theta - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
-    """
+    """Adam (Kingma & Ba, 2015) (:func:`adam_update`); its bias correction counts updates, ``t``."""
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"Adam's betas must lie in [0, 1), got {beta1} and {beta2}.")
+        self.eps = _check_rate("Adam eps", eps, positive=False)
 
     def _update(self, name, p, g):
-        m, v = self._slot(name + ".m", p), self._slot(name + ".v", p)
-        m *= self.beta1
-        m += (1.0 - self.beta1) * g
-        v *= self.beta2
-        v += (1.0 - self.beta2) * g * g
-        m_hat = m / (1.0 - self.beta1 ** self.t)
-        v_hat = v / (1.0 - self.beta2 ** self.t)
-        p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        adam_update(p, g, self._slot(name + ".m", p), self._slot(name + ".v", p), self.t,
+                    self.lr, self.beta1, self.beta2, self.eps)
 
-    def _update_fast(self, name, p, g, decay):
-        flat = self._flat_views(name, p, g, self._slot(name + ".m", p), self._slot(name + ".v", p))
-        if flat is None:
-            return False
-        f = p.dtype.type
-        _kernels().adam_step(*flat, f(self.lr), f(self.beta1), f(self.beta2), f(1.0 - self.beta1),
-                             f(1.0 - self.beta2), f(1.0 - self.beta1 ** self.t), f(1.0 - self.beta2 ** self.t),
-                             f(self.eps), f(decay))
-        return True
+    def hyperparameters(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
 
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "adam": Adam}
@@ -178,4 +186,4 @@ def make_optimizer(name, lr):
     try:
         return OPTIMIZERS[name](lr=lr)
     except KeyError:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, not {name!r}.") from None
+        raise ValueError(f"optimizer must be one of {', '.join(sorted(OPTIMIZERS))}; got {name!r}.") from None

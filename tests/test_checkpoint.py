@@ -6,15 +6,18 @@ import pytest
 from minivae.checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from minivae.model import VAE
 from minivae.optim import Adam
+from minivae.steps import AEVB
 from minivae.utils import CorruptFileError
 
+LOOP = {"step": 7, "epoch": 0, "batch": 7, "perm": np.arange(5)}
 
-def _save(path, model, opt=None):
+
+def _save(path, model, opt=None, **arrays_override):
     opt = opt or Adam(0.01)
     opt.step(model.params, {k: np.ones_like(v) for k, v in model.params.items()})
     rng = np.random.default_rng(0)
-    save_checkpoint(path, model, opt, {"train": rng.bit_generator.state}, {"samples": [1, 2]},
-                    {"step": 7, "perm": np.arange(5)}, {"seed": 0})
+    save_checkpoint(path, model, AEVB(model, opt), {"train": rng.bit_generator.state}, {"samples": [1, 2]},
+                    LOOP, {"seed": 0})
 
 
 def test_round_trip(tmp_path):
@@ -25,7 +28,11 @@ def test_round_trip(tmp_path):
     for name in model.params:
         np.testing.assert_array_equal(model.params[name], other.params[name])
     assert ck["history"] == {"samples": [1, 2]} and int(ck["loop"]["step"]) == 7
-    assert ck["optim_name"] == "Adam" and int(ck["optim"]["t"]) == 1
+    assert ck["step_describe"]["algorithm"] == "aevb" and ck["step_describe"]["optimizers"]["optimizer"]["type"] == "Adam"
+    assert int(ck["step_state"]["optimizer/t"]) == 1
+    restored = AEVB(other, Adam(0.5))
+    restored.load_state_dict(ck["step_state"])
+    assert restored.optimizer.t == 1 and restored.optimizer.lr == 0.01
     assert np.random.default_rng(0).bit_generator.state == ck["rng_states"]["train"]
 
 
@@ -77,3 +84,61 @@ def test_object_arrays_and_foreign_files_are_refused(tmp_path):
         load_checkpoint(foreign)
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.npz")
+
+
+def _entries(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("drop", ["history", "loop/perm", "step_describe"])
+def test_a_crafted_checkpoint_with_keys_missing_is_refused_in_one_line(tmp_path, drop):
+    path = tmp_path / "c.npz"
+    _save(path, VAE(6, 5, 2, random_state=0))
+    entries = _entries(path)
+    del entries[drop]
+    np.savez(path, **entries)
+    with pytest.raises(CorruptFileError, match=f"not a complete minivae checkpoint \\(missing {drop}\\)"):
+        load_checkpoint(path, VAE(6, 5, 2))
+
+
+def test_invalid_json_inside_a_checkpoint_names_the_file_and_the_entry(tmp_path):
+    path = tmp_path / "c.npz"
+    _save(path, VAE(6, 5, 2, random_state=0))
+    entries = _entries(path)
+    entries["history"] = np.array("{not json")
+    np.savez(path, **entries)
+    with pytest.raises(CorruptFileError, match=f"{path}.*history entry is not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_a_zip_flag_the_reader_does_not_support_is_one_line(tmp_path):
+    path = tmp_path / "c.npz"
+    _save(path, VAE(6, 5, 2, random_state=0))
+    data = bytearray(path.read_bytes())
+    # set the 'encrypted' bit (bit 0 of the general-purpose flags) in every central directory entry
+    i = data.find(b"PK\x01\x02")
+    while i != -1:
+        data[i + 8] |= 0x01
+        i = data.find(b"PK\x01\x02", i + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="corrupt or truncated"):
+        load_checkpoint(path, VAE(6, 5, 2))
+
+
+def test_a_wrong_shape_optimizer_state_is_named(tmp_path):
+    path = tmp_path / "c.npz"
+    model = VAE(6, 5, 2, random_state=0)
+    _save(path, model)
+    entries = _entries(path)
+    entries["step/optimizer/state.enc.mu.W.m"] = np.zeros((3, 3))
+    np.savez(path, **entries)
+    ck = load_checkpoint(path, model)
+    with pytest.raises(ValueError, match="optimiser state 'enc.mu.W.m' has shape \\(3, 3\\)"):
+        AEVB(model, Adam(0.01)).load_state_dict(ck["step_state"])
+
+
+def test_a_directory_in_place_of_the_checkpoint(tmp_path):
+    (tmp_path / "c.npz").mkdir()
+    with pytest.raises(FileNotFoundError, match="a directory there"):
+        load_checkpoint(tmp_path / "c.npz")

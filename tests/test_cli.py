@@ -47,7 +47,7 @@ def test_train_evaluate_sample_plot_on_real_mnist(tmp_path, data_dir, capsys):
     # ... and --resume with other settings is refused.
     assert main(["train", "--data-dir", str(data_dir), "-H", "30", "-J", "2", "--samples", "4000",
                  "--eval-train-size", "500", "--out", str(out), "--no-progress", "--resume"]) == 2
-    assert "other settings (H)" in capsys.readouterr().err
+    assert "other settings (H=20 in the run, 30 given)" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

@@ -1,12 +1,21 @@
-"""The AEVB loop: it learns on real MNIST, resumes exactly, and stops cleanly on NaN."""
+"""The training loop: it learns on real MNIST, runs the step it is given (the readable
+code, edited or not), resumes exactly from every checkpoint it writes, stops on a
+signal with a checkpoint, and stops cleanly on NaN or an absurd bound."""
+
+import os
+import shutil
+import signal
 
 import numpy as np
 import pytest
 
-from minivae.checkpoint import load_checkpoint
+from minivae import layers, optim
+from minivae.checkpoint import CheckpointMismatch, load_checkpoint
+from minivae.gradcheck import TOLERANCE, check_model
 from minivae.model import VAE
 from minivae.optim import SGD, Adagrad, Adam
-from minivae.train import TrainingDiverged, dataset_elbo, eval_schedule, fit
+from minivae.steps import AEVB
+from minivae.train import TrainingDiverged, TrainingInterrupted, dataset_elbo, eval_schedule, fit, trivial_bound
 
 
 def _toy(seed=0, n=120, D=12):
@@ -43,23 +52,56 @@ def test_eval_schedule_is_log_spaced_and_ends_at_the_budget():
     assert np.allclose(ratios, ratios.mean(), rtol=0.05)
 
 
-@pytest.mark.parametrize("make_opt", [lambda: Adagrad(0.05), lambda: Adam(0.01), lambda: SGD(0.01)])
-@pytest.mark.parametrize("binarize", [False, True])
-def test_resume_equals_an_uninterrupted_run(tmp_path, make_opt, binarize):
-    x, xt = _toy()
-    kw = dict(M=10, seed=3, binarize=binarize, eval_points=5, progress=False, estimator="A", L=2)
-    whole = VAE(12, 6, 2, random_state=1)
-    h_whole = fit(whole, make_opt(), x, xt, samples=370, **kw)       # 37 steps: 3 epochs + 1 partial
+def _same_state(a_model, a_ck, b_model, b_ck):
+    for name in a_model.params:
+        np.testing.assert_array_equal(a_model.params[name], b_model.params[name], err_msg=name)
+    assert set(a_ck["step_state"]) == set(b_ck["step_state"])
+    for key in a_ck["step_state"]:
+        np.testing.assert_array_equal(a_ck["step_state"][key], b_ck["step_state"][key], err_msg=key)
+    ha, hb = dict(a_ck["history"]), dict(b_ck["history"])
+    ha.pop("seconds"), hb.pop("seconds")                   # wall-clock time, the one thing that may differ
+    assert ha == hb
 
+
+@pytest.mark.parametrize("make_opt", [lambda: Adagrad(0.05), lambda: Adam(0.01), lambda: SGD(0.01)],
+                         ids=["adagrad", "adam", "sgd"])
+@pytest.mark.parametrize("binarize", [False, True], ids=["grey", "binarized"])
+@pytest.mark.parametrize("estimator", ["A", "B"])
+def test_resume_from_every_checkpoint_equals_the_uninterrupted_run(tmp_path, make_opt, binarize, estimator):
+    """Checkpoints mid-epoch and at epoch boundaries (every 0.25 epoch of 12 steps: steps 3, 6, 9, 12, ...);
+    resuming from each one ends bit for bit where the uninterrupted run ends."""
+    x, xt = _toy()
+    kw = dict(M=10, seed=3, binarize=binarize, eval_points=6, progress=False, estimator=estimator, L=2,
+              checkpoint_every=0.25)
+    whole = VAE(12, 6, 2, random_state=1)
+    saved = []
+
+    def keep(path):
+        saved.append(tmp_path / f"ck{len(saved):02d}.npz")
+        shutil.copy(path, saved[-1])
+
+    ck = tmp_path / "whole.npz"
+    fit(whole, make_opt(), x, xt, samples=370, checkpoint=ck, on_checkpoint=keep, **kw)   # 37 steps: 3 epochs + 1
+    final = load_checkpoint(ck)
+    assert len(saved) == 13 and int(final["loop"]["step"]) == 37
+    assert any(int(load_checkpoint(p)["loop"]["batch"]) == 12 for p in saved)          # an epoch boundary
+    for path in saved:
+        resumed = VAE(12, 6, 2, random_state=99)                # another init: everything must come from the file
+        fit(resumed, make_opt(), x, xt, samples=370, checkpoint=path, resume=True, **kw)
+        _same_state(whole, final, resumed, load_checkpoint(path))
+
+
+def test_resume_refuses_other_settings_and_a_missing_checkpoint(tmp_path):
+    x, xt = _toy()
     ck = tmp_path / "ck.npz"
-    part = VAE(12, 6, 2, random_state=1)
-    fit(part, make_opt(), x, xt, samples=150, checkpoint=ck, **kw)   # stops mid-epoch (15 steps)
-    resumed = VAE(12, 6, 2, random_state=99)                          # different init: all must come from the file
-    fit(resumed, make_opt(), x, xt, samples=370, checkpoint=ck, resume=True, **kw)
-    for name in whole.params:
-        np.testing.assert_array_equal(whole.params[name], resumed.params[name], err_msg=name)
-    assert load_checkpoint(ck)["loop"]["step"] == 37
-    assert len(h_whole["samples"]) == 5
+    fit(VAE(12, 6, 2, random_state=1), Adagrad(0.05), x, xt, M=10, samples=100, checkpoint=ck, progress=False)
+    with pytest.raises(CheckpointMismatch, match=r"lr: 0.05 there, 0.1 now"):
+        fit(VAE(12, 6, 2), Adagrad(0.1), x, xt, M=10, samples=200, checkpoint=ck, resume=True, progress=False)
+    with pytest.raises(CheckpointMismatch, match=r"loop.M: 10 there, 20 now"):
+        fit(VAE(12, 6, 2), Adagrad(0.05), x, xt, M=20, samples=200, checkpoint=ck, resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        fit(VAE(12, 6, 2), Adagrad(0.05), x, xt, M=10, samples=200, checkpoint=tmp_path / "none.npz",
+            resume=True, progress=False)
 
 
 def test_evaluation_frequency_does_not_change_training():
@@ -71,8 +113,7 @@ def test_evaluation_frequency_does_not_change_training():
         np.testing.assert_array_equal(a.params[name], b.params[name])
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered")
-def test_a_nan_stops_training_with_the_step_and_quantity_and_keeps_the_checkpoint(tmp_path):
+def test_a_nan_stops_training_with_the_step_and_quantity_and_keeps_the_checkpoint(tmp_path, recwarn):
     x, xt = _toy()
     model = VAE(12, 6, 2, random_state=1)
     ck = tmp_path / "ck.npz"
@@ -86,9 +127,91 @@ def test_a_nan_stops_training_with_the_step_and_quantity_and_keeps_the_checkpoin
     with pytest.raises(TrainingDiverged, match=r"step 26 \(260 samples seen\).*non-finite parameters: dec.logits.W") as err:
         fit(model, Poisoned(0.05), x, xt, M=10, samples=1000, checkpoint=ck, progress=False)
     assert str(ck) in str(err.value)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]   # one message, no warning spam
     saved = load_checkpoint(ck)                    # the last good checkpoint: end of epoch 2 (step 24)
     assert int(saved["loop"]["step"]) == 24
     assert all(np.isfinite(v).all() for v in saved["params"].values())
+
+
+def test_divergence_names_no_checkpoint_that_does_not_exist(tmp_path):
+    x, xt = _toy()
+    model = VAE(12, 6, 2, random_state=1)
+    model.params["dec.logits.W"][...] = np.nan
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written before it") as err:
+        fit(model, SGD(0.1), x, xt, M=10, samples=100, checkpoint=tmp_path / "ck.npz", progress=False)
+    assert "last good checkpoint" not in str(err.value)
+
+
+def test_a_bound_far_below_the_trivial_model_is_divergence():
+    """A huge learning rate drives the bound to ~-1e5 nats or lower without a NaN: that is divergence too."""
+    x, xt = _toy(n=200)
+    floor = trivial_bound(x, "bernoulli") - 100 * 12
+    model = VAE(12, 6, 2, init="glorot", random_state=1)
+    with pytest.raises(TrainingDiverged, match="below the floor"):
+        fit(model, SGD(1e4), x, xt, M=10, samples=2000, progress=False)
+    assert trivial_bound(x, "bernoulli") < 0 and floor < -1000
+
+
+def test_trivial_bound_is_the_pixelwise_model():
+    x = np.array([[1.0, 0.0], [0.0, 0.0]])             # pixel means 0.5 and 0 (clipped to 1e-3)
+    expected = np.log(0.5) + np.log1p(-1e-3)
+    assert abs(trivial_bound(x, "bernoulli") - expected) < 1e-12
+    g = np.array([[0.0, 1.0], [2.0, 1.0]])              # means (1, 1), variances (1, 1e-6 floor)
+    value = trivial_bound(g, "gaussian")
+    assert np.isfinite(value) and value > trivial_bound(g + np.array([[0.0, 0.5], [0.0, -0.5]]), "gaussian")
+
+
+def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_so(tmp_path):
+    x, xt = _toy()
+    ck = tmp_path / "ck.npz"
+    model = VAE(12, 6, 2, random_state=1)
+
+    class Interrupting(AEVB):
+        def __call__(self, x, idx, rng):
+            result = super().__call__(x, idx, rng)
+            if self.optimizer.t == 5:
+                os.kill(os.getpid(), signal.SIGINT)      # arrives during step 5: step 5 still completes
+            return result
+
+    with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after step 5") as err:
+        fit(model, Interrupting(model, Adagrad(0.05)), x, xt, M=10, samples=1000, checkpoint=ck,
+            progress=False, catch_signals=True)
+    assert err.value.step == 5 and err.value.signum == signal.SIGINT
+    assert int(load_checkpoint(ck)["loop"]["step"]) == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # restored
+
+
+# --- the seam: the loop trains whatever readable code the step runs --------------------------
+
+def _trajectory(x, xt, make_opt=lambda: Adagrad(0.05)):
+    model = VAE(12, 6, 2, init="glorot", random_state=1)
+    fit(model, make_opt(), x, xt, M=10, samples=300, progress=False)
+    return {k: p.copy() for k, p in model.params.items()}
+
+
+def test_a_wrong_tanh_backward_is_what_trains_and_what_the_gradient_check_reports(monkeypatch):
+    x, xt = _toy()
+    stock = _trajectory(x, xt)
+    assert all(np.array_equal(stock[k], v) for k, v in _trajectory(x, xt).items())   # deterministic
+    monkeypatch.setattr(layers.Tanh, "backward", lambda self, dout: dout * (1.0 - self._h))   # a planted bug
+    planted = _trajectory(x, xt)
+    assert any(not np.array_equal(stock[k], planted[k]) for k in stock)
+    model = VAE(6, 5, 3, init="glorot", random_state=0)
+    rng = np.random.default_rng(1)
+    errors = check_model(model, rng.random((4, 6)), model.sample_eps(4, 2, rng))
+    assert max(errors.values()) > 1e3 * TOLERANCE
+
+
+def test_a_wrong_adagrad_update_is_what_trains(monkeypatch):
+    x, xt = _toy()
+    stock = _trajectory(x, xt)
+
+    def wrong(p, g, G, lr, eps):
+        G += g * g
+        p -= lr * g / (G + eps)                          # forgot the square root
+    monkeypatch.setattr(optim, "adagrad_update", wrong)
+    planted = _trajectory(x, xt)
+    assert any(not np.array_equal(stock[k], planted[k]) for k in stock)
 
 
 def test_bad_training_arguments():
@@ -96,6 +219,11 @@ def test_bad_training_arguments():
     model = VAE(12, 6, 2, random_state=1)
     with pytest.raises(ValueError, match="give a training budget"):
         fit(model, SGD(0.1), x, xt, progress=False)
+    for bad in (float("inf"), float("nan"), -1, 0):
+        with pytest.raises(ValueError, match="budget epochs must be a finite number > 0"):
+            fit(model, SGD(0.1), x, xt, epochs=bad, progress=False)
+    with pytest.raises(ValueError, match="built for another model"):
+        fit(model, AEVB(VAE(12, 6, 2), SGD(0.1)), x, xt, samples=10, progress=False)
     with pytest.raises(ValueError, match="larger than the training set"):
         fit(model, SGD(0.1), x, xt, M=1000, samples=10, progress=False)
     with pytest.raises(ValueError, match="pixels in \\[0, 1\\]"):

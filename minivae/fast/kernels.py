@@ -21,7 +21,6 @@ What is fused (one pass over the data each):
 - ``reparameterize_kl_backward``: dz through the reparameterisation, plus the
   KL (estimator B) or log p(z) - log q(z|x) (estimator A) terms, and the
   heads' bias gradients.
-- ``weight_decay``: adds the N(0, I) parameter prior's gradient, returns sum p^2.
 - ``sgd_step``, ``adagrad_step``, ``adam_step``: in-place updates with the weight
   decay added to the gradient, one pass.
 - ``count_bad``: finite and in-range data check without a temporary.
@@ -65,8 +64,9 @@ import os
 
 import numpy as np
 
-from . import estimator as est
-from .layers import relu_backward, sigmoid, sigmoid_backward, softplus, softplus_backward, tanh_backward
+from .. import estimator as est
+from ..layers import ACTIVATIONS
+from ..optim import adagrad_update, adam_update, decayed_gradient, sgd_update
 
 try:  # numba is a dependency; without it the kernels still run, as (slow) Python
     import numba
@@ -87,7 +87,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
 __all__ = [
     "ACT_CODES", "TWINS", "JIT_ENABLED",
     "bias_act", "bias_act_backward", "bernoulli_head", "gaussian_head",
-    "reparameterize_kl", "reparameterize_kl_backward", "weight_decay",
+    "reparameterize_kl", "reparameterize_kl_backward",
     "sgd_step", "adagrad_step", "adam_step", "count_bad",
     "exp_", "tanh_", "log1p_unit", "exp_array", "tanh_array", "log1p_unit_array",
 ]
@@ -100,6 +100,7 @@ _OPTS = dict(cache=True, error_model="numpy", nogil=True)
 
 IDENTITY, TANH, SIGMOID, RELU, SOFTPLUS = 0, 1, 2, 3, 4
 ACT_CODES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU, "softplus": SOFTPLUS}
+ACT_NAMES = {code: name for name, code in ACT_CODES.items()}
 
 _CHUNKS = 8         # row chunks (and blocks of flat arrays): a fixed number, so results
 _MAX_BLOCKS = _CHUNKS  # do not depend on the thread count
@@ -452,16 +453,7 @@ def bias_act(a, b, act, h):
 
 def bias_act_numpy(a, b, act, h):
     a += b
-    if act == TANH:
-        h[...] = np.tanh(a)
-    elif act == SIGMOID:
-        h[...] = sigmoid(a)
-    elif act == RELU:
-        h[...] = np.maximum(a, 0)
-    elif act == SOFTPLUS:
-        h[...] = softplus(a)
-    else:
-        h[...] = a
+    h[...] = ACTIVATIONS[ACT_NAMES[act]]().forward(a)      # the readable layer's own forward
 
 
 @njit(**_OPTS)
@@ -525,16 +517,9 @@ def bias_act_backward(dh, a, h, act, da, db):
 
 
 def bias_act_backward_numpy(dh, a, h, act, da, db):
-    if act == TANH:
-        da[...] = tanh_backward(dh, h)
-    elif act == SIGMOID:
-        da[...] = sigmoid_backward(dh, h)
-    elif act == RELU:
-        da[...] = relu_backward(dh, a)
-    elif act == SOFTPLUS:
-        da[...] = softplus_backward(dh, a)
-    else:
-        da[...] = dh
+    layer = ACTIVATIONS[ACT_NAMES[act]]()
+    layer.forward(a)                                        # the readable layer's forward and backward
+    da[...] = layer.backward(dh)
     db[...] = da.sum(axis=0)
 
 
@@ -668,16 +653,13 @@ def gaussian_head(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv
 
 def gaussian_head_numpy(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv):
     M, D = x.shape
-    pre = am + bm
-    mean = sigmoid(pre) if sigmoid_mean else pre
+    squash = ACTIVATIONS["sigmoid"]() if sigmoid_mean else ACTIVATIONS["identity"]()   # the readable layer
+    mean = squash.forward(am + bm)
     lv = alv + blv
     m3, lv3 = mean.reshape(-1, M, D), lv.reshape(-1, M, D)            # (L, M, D)
     ll[...] = est.gaussian_log_likelihood(x, m3, lv3).reshape(-1)
     dmean, dlv = est.gaussian_log_likelihood_grad(x, m3, lv3)
-    dmean = (w * dmean).reshape(-1, D)
-    if sigmoid_mean:
-        dmean = sigmoid_backward(dmean, mean)
-    dam[...] = dmean
+    dam[...] = squash.backward((w * dmean).reshape(-1, D))
     dalv[...] = (w * dlv).reshape(-1, D)
     dbm[...] = dam.sum(axis=0)
     dblv[...] = dalv.sum(axis=0)
@@ -830,54 +812,13 @@ def reparameterize_kl_backward_numpy(dz, eps, heads, z, dout, w, estimator_a, dh
     db_lv[...] = dheads[:, J:].sum(axis=0)
 
 
-# --- the parameter prior ---------------------------------------------------------------
-
-@njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz"})
-def _weight_decay_range(g, p, n_data):
-    s = 0.0
-    for i in range(p.shape[0]):
-        g[i] += p[i] / n_data
-        s += np.float64(p[i]) * p[i]
-    return s
-
-
-@njit(parallel=True, **_OPTS)
-def weight_decay(g, p, n_data):
-    """Add the gradient of -(1/N) log N(p; 0, I) to g: ``g += p / N``; return sum(p^2).
-
-    Parameters
-    ----------
-    g, p : 1-D contiguous arrays of one dtype (a gradient and its parameter, flattened).
-    n_data : float of that dtype, N.
-
-    Returns
-    -------
-    float, sum of p^2 (accumulated in float64, in fixed blocks).
-    """
-    n = p.shape[0]
-    part = np.empty(_MAX_BLOCKS)               # (np.zeros would itself become a parallel loop)
-    if n < PARALLEL_MIN_SIZE_FLAT:
-        for c in range(_MAX_BLOCKS):
-            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            part[c] = _weight_decay_range(g[lo:hi], p[lo:hi], n_data)
-    else:
-        for c in prange(_MAX_BLOCKS):
-            lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            part[c] = _weight_decay_range(g[lo:hi], p[lo:hi], n_data)
-    return _sum(part)
-
-
-def weight_decay_numpy(g, p, n_data):
-    g -= est.log_parameter_prior_grad({"p": p})["p"] / n_data
-    return -2.0 * est.log_parameter_prior({"p": p.astype(np.float64)})
-
-
 # --- optimisers ---------------------------------------------------------------------------
 #
 # Each update first adds ``decay * p`` to the gradient (weight decay: with
 # decay = 1/N, the gradient of the N(0, I) parameter prior's -(1/N) log p(theta),
-# see minivae.optim) in the same pass, so the prior costs no pass of its own.
-# With decay = 0 the gradient is used as it is.
+# :func:`minivae.optim.decayed_gradient`) in the same pass, so the prior costs no
+# pass of its own. Scalars arrive as Python floats and are rounded to the arrays'
+# dtype here, as NumPy rounds a Python float meeting a float32 array.
 
 @njit(**_OPTS)
 def _sgd_range(p, g, lr, decay):
@@ -887,18 +828,20 @@ def _sgd_range(p, g, lr, decay):
 
 @njit(parallel=True, **_OPTS)
 def sgd_step(p, g, lr, decay):
-    """``p -= lr * (g + decay * p)`` in place. p, g: 1-D contiguous; lr, decay: floats of their dtype."""
+    """``p -= lr * (g + decay * p)`` in place. p, g: 1-D contiguous of one dtype."""
     n = p.shape[0]
+    f = p.dtype.type
+    lr_, decay_ = f(lr), f(decay)
     if n < PARALLEL_MIN_SIZE_FLAT:
-        _sgd_range(p, g, lr, decay)
+        _sgd_range(p, g, lr_, decay_)
     else:
         for c in prange(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            _sgd_range(p[lo:hi], g[lo:hi], lr, decay)
+            _sgd_range(p[lo:hi], g[lo:hi], lr_, decay_)
 
 
 def sgd_step_numpy(p, g, lr, decay):
-    p -= lr * (g + decay * p)
+    sgd_update(p, decayed_gradient(g, p, decay), lr)
 
 
 @njit(**_OPTS)
@@ -915,22 +858,21 @@ def _adagrad_range(p, g, G, lr, eps, decay):
 def adagrad_step(p, g, G, lr, eps, decay):
     """Adagrad in one pass: ``g' = g + decay * p; G += g'^2; p -= lr * g' / (sqrt(G) + eps)``.
 
-    p, g, G: 1-D contiguous arrays of one dtype; lr, eps, decay: floats of that dtype.
-    g is read only.
+    p, g, G: 1-D contiguous arrays of one dtype; g is read only.
     """
     n = p.shape[0]
+    f = p.dtype.type
+    lr_, eps_, decay_ = f(lr), f(eps), f(decay)
     if n < PARALLEL_MIN_SIZE_FLAT:
-        _adagrad_range(p, g, G, lr, eps, decay)
+        _adagrad_range(p, g, G, lr_, eps_, decay_)
     else:
         for c in prange(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            _adagrad_range(p[lo:hi], g[lo:hi], G[lo:hi], lr, eps, decay)
+            _adagrad_range(p[lo:hi], g[lo:hi], G[lo:hi], lr_, eps_, decay_)
 
 
 def adagrad_step_numpy(p, g, G, lr, eps, decay):
-    g = g + decay * p
-    G += g * g
-    p -= lr * g / (np.sqrt(G) + eps)
+    adagrad_update(p, decayed_gradient(g, p, decay), G, lr, eps)
 
 
 @njit(**_OPTS)
@@ -946,31 +888,27 @@ def _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, 
 
 
 @njit(parallel=True, **_OPTS)
-def adam_step(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay):
-    """Adam in one pass, as :class:`minivae.optim.Adam` writes it.
+def adam_step(p, g, m, v, t, lr, beta1, beta2, eps, decay):
+    """Adam in one pass, as :func:`minivae.optim.adam_update` writes it, at update number t.
 
     ``g' = g + decay * p``; ``m = beta1 m + (1 - beta1) g'``; ``v = beta2 v + (1 - beta2) g'^2``;
-    ``p -= lr * (m / c1) / (sqrt(v / c2) + eps)`` with c1 = 1 - beta1^t, c2 = 1 - beta2^t.
-    Arrays 1-D contiguous of one dtype; scalars of that dtype, so float32 arithmetic
-    matches NumPy's.
+    ``p -= lr * (m / c1) / (sqrt(v / c2) + eps)`` with c1 = 1 - beta1^t, c2 = 1 - beta2^t
+    (computed in float64, then rounded to the arrays' dtype, as NumPy does).
     """
     n = p.shape[0]
+    f = p.dtype.type
+    args = (f(lr), f(beta1), f(beta2), f(1.0 - beta1), f(1.0 - beta2), f(1.0 - beta1 ** t), f(1.0 - beta2 ** t),
+            f(eps), f(decay))
     if n < PARALLEL_MIN_SIZE_FLAT:
-        _adam_range(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay)
+        _adam_range(p, g, m, v, *args)
     else:
         for c in prange(_MAX_BLOCKS):
             lo, hi = c * n // _MAX_BLOCKS, (c + 1) * n // _MAX_BLOCKS
-            _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, one_minus_beta1,
-                        one_minus_beta2, c1, c2, eps, decay)
+            _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], *args)
 
 
-def adam_step_numpy(p, g, m, v, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, c1, c2, eps, decay):
-    g = g + decay * p
-    m *= beta1
-    m += one_minus_beta1 * g
-    v *= beta2
-    v += one_minus_beta2 * g * g
-    p -= lr * (m / c1) / (np.sqrt(v / c2) + eps)
+def adam_step_numpy(p, g, m, v, t, lr, beta1, beta2, eps, decay):
+    adam_update(p, decayed_gradient(g, p, decay), m, v, t, lr, beta1, beta2, eps)
 
 
 # --- data check ------------------------------------------------------------------------------
@@ -999,7 +937,6 @@ TWINS = {
     gaussian_head: gaussian_head_numpy,
     reparameterize_kl: reparameterize_kl_numpy,
     reparameterize_kl_backward: reparameterize_kl_backward_numpy,
-    weight_decay: weight_decay_numpy,
     sgd_step: sgd_step_numpy,
     adagrad_step: adagrad_step_numpy,
     adam_step: adam_step_numpy,

@@ -1,0 +1,112 @@
+"""The fast path: a twin of the readable AEVB step, beside it and never inside it.
+
+Nothing in the readable modules (layers, estimator, model, optim, steps, train)
+imports this package; it imports them. The command line uses it for
+``minivae train`` and ``minivae evaluate``; a notebook or a script asks for it
+by name::
+
+    from minivae.fast import aevb_step
+    step = aevb_step(model, Adagrad(0.02), estimator="B", L=1, weight_decay=1 / N)
+    history = fit(model, step, x_train, x_test, epochs=10)
+
+:func:`aevb_step` returns :class:`FastAEVB` when the fast path computes exactly
+what the readable step would (:func:`minivae.fast.eligibility.why_not`), and
+otherwise the readable :class:`minivae.steps.AEVB` with one
+:class:`FastPathWarning` naming the reason: an edited or replaced readable
+function, a subclass, an unsupported layer, Numba's JIT switched off.
+
+The twins
+---------
+Every kernel in :mod:`minivae.fast.kernels` has a NumPy twin ``<kernel>_numpy``
+with the same signature and effect, built from the readable functions where
+the arithmetic allows; ``tests/test_kernels.py`` holds each kernel to its
+twin, ``tests/test_fast.py`` whole fast steps and a fixed-seed epoch to the
+readable step.
+
+============================  ==============================  ==========================================  =====================================
+readable function             kernel                          twin (what it calls)                        test
+============================  ==============================  ==========================================  =====================================
+``Tanh``/``Sigmoid``/...      ``bias_act``                    ``bias_act_numpy`` (the layer's forward)    test_kernels::test_bias_act
+``.forward`` + ``Linear`` b
+``*.backward`` (activations)  ``bias_act_backward``           ``bias_act_backward_numpy`` (the layer)     test_kernels::test_bias_act_backward
+``bernoulli_log_likelihood``  ``bernoulli_head``              ``bernoulli_head_numpy`` (both functions)   test_kernels::test_bernoulli_head
+and its ``_grad``
+``gaussian_log_likelihood``   ``gaussian_head``               ``gaussian_head_numpy`` (both + Sigmoid)    test_kernels::test_gaussian_head
+and its ``_grad``
+``reparameterize``,           ``reparameterize_kl``           ``reparameterize_kl_numpy``                 test_kernels::test_reparameterize_kl
+``kl_standard_normal``,
+``log_standard_normal``,
+``log_diag_gaussian``
+``reparameterize_backward``,  ``reparameterize_kl_backward``  ``reparameterize_kl_backward_numpy``        test_kernels::test_reparameterize_kl_backward
+``estimator_a_backward``,                                     (``estimator_a_backward``,
+``estimator_b_backward``                                      ``estimator_b_backward``, ...)
+``decayed_gradient`` +        ``sgd_step``                    ``sgd_step_numpy``                          test_kernels::test_optimizer_steps  
+``sgd_update``
+``decayed_gradient`` +        ``adagrad_step``                ``adagrad_step_numpy``                      test_kernels::test_optimizer_steps  
+``adagrad_update``
+``decayed_gradient`` +        ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
+``adam_update``
+``utils.check_matrix``        ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
+``np.exp``/``tanh``/``log1p`` ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
+                              ``log1p_unit``
+============================  ==============================  ==========================================  =====================================
+
+What stays arithmetic of its own in the kernels, and why: the loops themselves
+(fused so each array is read once), the vectorisable ``exp_``/``tanh_``/``log1p_unit``
+(Numba's scalar libm calls are 10-40x slower), and the sums over samples and rows
+in a fixed order; each is held to its twin by the tests above.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ..steps import AEVB
+from .eligibility import FastPathUnavailable, why_not
+
+__all__ = ["aevb_step", "FastAEVB", "FastPathWarning", "FastPathUnavailable", "why_not", "jit_enabled"]
+
+
+class FastPathWarning(UserWarning):
+    """The fast path stepped aside; training runs the readable code. The message says why."""
+
+
+def jit_enabled():
+    """False when NUMBA_DISABLE_JIT is set (the kernels would then run as slow Python)."""
+    return os.environ.get("NUMBA_DISABLE_JIT", "0").strip() in ("", "0")
+
+
+def __getattr__(name):
+    if name == "FastAEVB":                    # imported on first use: loading it compiles nothing, but loads Numba
+        from .step import FastAEVB
+        return FastAEVB
+    raise AttributeError(f"module 'minivae.fast' has no attribute {name!r}")
+
+
+def aevb_step(model, optimizer, estimator="B", L=1, weight_decay=0.0, fast=True):
+    """The AEVB step for ``model``: the fast twin where it is exact, else the readable one.
+
+    Parameters
+    ----------
+    model, optimizer, estimator, L, weight_decay
+        As for :class:`minivae.steps.AEVB`.
+    fast : bool
+        False always gives the readable step (no warning).
+
+    Returns
+    -------
+    FastAEVB or minivae.steps.AEVB
+        With one :class:`FastPathWarning` naming the reason when ``fast`` was
+        asked for and the readable step is returned.
+    """
+    if fast:
+        reason = why_not(model, optimizer)
+        if reason is None and not jit_enabled():
+            reason = "Numba's JIT is disabled (NUMBA_DISABLE_JIT), so the kernels would run as slow Python"
+        if reason is None:
+            from .step import FastAEVB
+            return FastAEVB(model, optimizer, estimator, L, weight_decay)
+        warnings.warn(f"the fast path is off: {reason}; training runs the readable NumPy code.",
+                      FastPathWarning, stacklevel=2)
+    return AEVB(model, optimizer, estimator, L, weight_decay)

@@ -1,0 +1,225 @@
+"""The fast twin of the readable AEVB step: fused kernels around BLAS, buffers reused.
+
+:class:`FastAEVB` computes what :class:`minivae.steps.AEVB` computes for the
+stock model (``VAE.loss_and_grads`` then ``optimizer.step``), in the same order,
+with three differences: the elementwise work between the matrix products runs
+in fused kernels (:mod:`minivae.fast.kernels`); every product writes into a
+buffer allocated once per minibatch shape (``np.matmul(..., out=...)``,
+transposes as views); and mu and log_var come from one product with
+``[W_mu | W_lv]``. Parameters and gradients are the layers' own arrays, read
+and written in place, so checkpoints, evaluation and plots see one model.
+
+It refuses (:class:`FastPathUnavailable`, with the reason) any model or
+optimiser that :func:`minivae.fast.eligibility.why_not` does not recognise as
+the library's unchanged code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..optim import Adagrad, Adam, SGD, decayed_gradient
+from ..steps import AEVB, StepResult
+from . import kernels as K
+from .eligibility import FastPathUnavailable, layer_pairs, why_not
+
+__all__ = ["FastAEVB", "fast_loss_and_grads", "fast_update"]
+
+_KEEP_WORKSPACES = 4   # minibatch shapes kept (training, a last short batch, evaluation, ...)
+
+
+class _Workspace:
+    """Every array one fast step writes, for one minibatch shape (M, L); allocated once."""
+
+    def __init__(self, model, M, L):
+        R, D, J, hs = L * M, model.D, model.J, model.H
+        new = lambda *shape: np.empty(shape, dtype=model.dtype)  # noqa: E731
+        last = hs[-1] if hs else D                       # what the encoder heads see
+        self.x = new(M, D)                               # x in the model's dtype, when it is not already
+        self.enc_a, self.enc_h = [new(M, h) for h in hs], [new(M, h) for h in hs]
+        self.enc_dh, self.enc_da = [new(M, h) for h in hs], [new(M, h) for h in hs]
+        self.W_heads, self.gW_heads = new(last, 2 * J), new(last, 2 * J)
+        self.heads, self.dheads = new(M, 2 * J), new(M, 2 * J)   # [mu | log_var], [dmu | dlog_var]
+        self.kl, self.log_ratio = new(M), new(R)
+        self.z, self.dz = new(R, J), new(R, J)
+        self.dec_a, self.dec_h = [new(R, h) for h in hs], [new(R, h) for h in hs]
+        self.dec_dh, self.dec_da = [new(R, h) for h in hs], [new(R, h) for h in hs]
+        self.out_a, self.out_da, self.ll = new(R, D), new(R, D), new(R)
+        if model.decoder.kind == "gaussian":
+            self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
+            self.dh_tmp = new(R, hs[-1] if hs else J)
+
+
+def _workspace(cache, model, M, L):
+    ws = cache.pop((M, L), None)
+    if ws is None:
+        ws = _Workspace(model, M, L)
+        while len(cache) >= _KEEP_WORKSPACES:
+            cache.pop(next(iter(cache)))                 # the least recently used
+    cache[(M, L)] = ws                                   # re-inserted: now the most recent
+    return ws
+
+
+def _checked_x(model, x):
+    """The checks of :meth:`VAE.check_x` without temporaries; on any doubt, the readable check."""
+    if (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype in (np.float32, np.float64) and x.shape[1] == model.D
+            and len(x)):
+        lo, hi = (0.0, 1.0) if model.decoder.support == "unit" else (-np.inf, np.inf)
+        if K.count_bad(x if x.flags.c_contiguous else np.ascontiguousarray(x), lo, hi) == 0:
+            return x
+    return model.check_x(x)  # raises the readable path's one-sentence error
+
+
+def fast_loss_and_grads(model, x, eps, estimator, workspaces):
+    """:meth:`VAE.loss_and_grads` with fused kernels and reused buffers: same arguments, same results.
+
+    ``workspaces`` is a dict the caller keeps between calls (buffers per minibatch shape).
+    """
+    enc_layers, dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
+    x = _checked_x(model, x)
+    eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
+    L, M, J = eps.shape
+    ws = _workspace(workspaces, model, M, L)
+    if x.dtype != model.dtype or not x.flags.c_contiguous:
+        np.copyto(ws.x, x)
+        x = ws.x
+    enc, dec = model.encoder, model.decoder
+    dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
+    w = dout / L                                          # d loss / d log p(x|z_l) for every l
+    # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
+    inp = x
+    for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
+        np.matmul(inp, lin.params["W"], out=a)           # (M, H)
+        K.bias_act(a, lin.params["b"], act, h)
+        inp = h
+    h_enc = inp
+    np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
+    np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
+    np.matmul(h_enc, ws.W_heads, out=ws.heads)           # (M, 2J)
+    K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator == "A",
+                        ws.z, ws.kl, ws.log_ratio)
+
+    # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
+    inp = ws.z
+    for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
+        np.matmul(inp, lin.params["W"], out=a)           # (L*M, H)
+        K.bias_act(a, lin.params["b"], act, h)
+        inp = h
+    h_dec = inp
+    dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
+    if dec.kind == "bernoulli":
+        lin = dec.logits
+        np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
+        K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
+        np.matmul(h_dec.T, ws.out_da, out=lin.grads["W"])
+        np.matmul(ws.out_da, lin.params["W"].T, out=dh)
+    else:
+        m_lin, v_lin = dec.mean_layer, dec.log_var
+        np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
+        np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
+        K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
+                        ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
+        np.matmul(h_dec.T, ws.out_da, out=m_lin.grads["W"])
+        np.matmul(h_dec.T, ws.out_da2, out=v_lin.grads["W"])
+        np.matmul(ws.out_da, m_lin.params["W"].T, out=dh)
+        np.matmul(ws.out_da2, v_lin.params["W"].T, out=ws.dh_tmp)
+        dh += ws.dh_tmp                                  # two paths meet at h
+
+    # decoder trunk, backward
+    for k in reversed(range(len(dec_layers))):
+        lin, act = dec_layers[k]
+        K.bias_act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
+        np.matmul((ws.dec_h[k - 1] if k else ws.z).T, ws.dec_da[k], out=lin.grads["W"])
+        np.matmul(ws.dec_da[k], lin.params["W"].T, out=ws.dec_dh[k - 1] if k else ws.dz)
+
+    # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
+    K.reparameterize_kl_backward(ws.dz, eps, ws.heads, ws.z, dout, w, estimator == "A",
+                                 ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
+    np.matmul(h_enc.T, ws.dheads, out=ws.gW_heads)       # (H, 2J)
+    np.copyto(enc.mu.grads["W"], ws.gW_heads[:, :J])
+    np.copyto(enc.log_var.grads["W"], ws.gW_heads[:, J:])
+    if enc_layers:
+        np.matmul(ws.dheads, ws.W_heads.T, out=ws.enc_dh[-1])   # both heads meet at h
+    for k in reversed(range(len(enc_layers))):
+        lin, act = enc_layers[k]
+        K.bias_act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
+        np.matmul((ws.enc_h[k - 1] if k else x).T, ws.enc_da[k], out=lin.grads["W"])
+        if k:                                            # no gradient for the data
+            np.matmul(ws.enc_da[k], lin.params["W"].T, out=ws.enc_dh[k - 1])
+
+    ll = ws.ll.reshape(L, M)
+    if estimator == "A":
+        ll = ll + ws.log_ratio.reshape(L, M)
+    mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
+    elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
+    return -float(np.mean(elbo)), elbo
+
+
+def _flat(arrays):
+    """1-D views of C-contiguous float arrays of one dtype and shape, or None."""
+    p = arrays[0]
+    if not (p.dtype.kind == "f" and all(a.dtype == p.dtype and a.shape == p.shape and a.flags.c_contiguous
+                                        for a in arrays)):
+        return None
+    return tuple(a.reshape(-1) for a in arrays)
+
+
+def fast_update(optimizer, params, grads, weight_decay):
+    """``optimizer.step(params, grads, weight_decay)`` with one fused pass per array.
+
+    The bookkeeping is the readable ``Optimizer.step``'s (``t`` counts updates,
+    state arrays from ``_slot`` under the same names), so the state round-trips
+    through checkpoints and either path can continue the other's run. An array
+    the kernels cannot take (not contiguous, mixed dtypes) gets the readable update.
+    """
+    if not (isinstance(weight_decay, (int, float, np.floating)) and np.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
+    optimizer.t += 1
+    kind = type(optimizer)
+    for name, p in params.items():
+        g = grads[name]
+        if kind is Adagrad:
+            flat = _flat((p, g, optimizer._slot(name, p)))
+            if flat is not None:
+                K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
+                continue
+        elif kind is Adam:
+            flat = _flat((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
+            if flat is not None:
+                K.adam_step(*flat, optimizer.t, optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
+                            weight_decay)
+                continue
+        elif kind is SGD:
+            flat = _flat((p, g))
+            if flat is not None:
+                K.sgd_step(*flat, optimizer.lr, weight_decay)
+                continue
+        optimizer._update(name, p, decayed_gradient(g, p, weight_decay))
+
+
+class FastAEVB(AEVB):
+    """:class:`minivae.steps.AEVB` for the stock model, on the fast path (same arguments, same numbers).
+
+    Raises
+    ------
+    FastPathUnavailable
+        With the reason, for anything :func:`minivae.fast.eligibility.why_not` refuses.
+    """
+
+    def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0):
+        super().__init__(model, optimizer, estimator, L, weight_decay)
+        reason = why_not(model, optimizer)
+        if reason is not None:
+            raise FastPathUnavailable(reason)
+        self._workspaces = {}
+
+    def loss_and_grads(self, x, eps):
+        """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""
+        return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces)
+
+    def __call__(self, x, idx, rng):
+        eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J), as the readable step
+        loss, elbo = self.loss_and_grads(x, eps)
+        if np.isfinite(loss):
+            fast_update(self.optimizer, self.model.params, self.model.grads, self.weight_decay)
+        return StepResult(loss, elbo)

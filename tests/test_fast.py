@@ -1,0 +1,389 @@
+"""The fast path is a twin beside the readable code: it never runs in its place.
+
+- No readable module imports :mod:`minivae.fast` (read from the source).
+- :func:`minivae.fast.aevb_step` gives the fast step only for the library's own,
+  unchanged code; for anything else the readable step, with one warning naming the reason.
+- Where it runs, a fast step computes what the readable step computes: in float64 the
+  two agree to 1e-12 relative (each array as a whole, :func:`minivae.gradcheck.relative_error`;
+  they round the same operations in another order, about 1e-16 per operation),
+  in float32 to 1e-5; over a fixed-seed MNIST epoch the bounds agree to 1e-9.
+- The fast gradient also passes finite differences (float64, relative error <= 1e-7).
+"""
+
+import ast
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minivae
+from minivae import estimator, layers, optim
+from minivae.fast import FastPathWarning, aevb_step, eligibility, jit_enabled, why_not
+from minivae.fast import kernels
+from minivae.fast.gradcheck import check_fast_model
+from minivae.fast.step import FastAEVB
+from minivae.gradcheck import TOLERANCE, relative_error
+from minivae.model import VAE
+from minivae.optim import SGD, Adagrad, Adam
+from minivae.steps import AEVB
+from minivae.train import fit
+
+DECODERS = [("bernoulli", True), ("gaussian", True), ("gaussian", False)]
+DECODER_IDS = ["bernoulli", "gauss-sigmoid", "gauss-linear"]
+OPTIMIZERS = {"sgd": lambda: SGD(0.05), "adagrad": lambda: Adagrad(0.05), "adam": lambda: Adam(0.01)}
+PACKAGE = Path(minivae.__file__).parent
+
+
+# --- one direction of dependency --------------------------------------------------------------
+
+def _imports(path, package=None):
+    """Every module a file imports, as absolute dotted names (relative imports resolved from ``package``)."""
+    tree = ast.parse(Path(path).read_text())
+    if package is None:
+        package = ".".join(Path(path).relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[:len(parts) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names)
+    return names
+
+
+def _fast_imports(names):
+    return sorted(n for n in names if n == "minivae.fast" or n.startswith("minivae.fast."))
+
+
+READABLE = ["layers", "estimator", "model", "optim", "steps", "train", "checkpoint", "evaluate", "gradcheck",
+            "utils", "config", "plots"]
+
+
+@pytest.mark.parametrize("module", READABLE)
+def test_no_readable_module_imports_the_fast_path(module):
+    assert _fast_imports(_imports(PACKAGE / f"{module}.py")) == []
+
+
+@pytest.mark.parametrize("line", ["from .fast import aevb_step", "from .fast.step import FastAEVB",
+                                  "import minivae.fast.kernels", "from . import fast",
+                                  "def f():\n    from .fast import kernels"])
+def test_the_import_reader_catches_every_spelling(tmp_path, line):
+    """The check above can fail: each way of importing the fast package is seen, even inside a function."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(line + "\n")
+    assert _fast_imports(_imports(probe, package="minivae")), line
+
+
+def test_importing_the_readable_modules_loads_no_fast_code():
+    import subprocess
+    import sys
+    code = ("import sys, minivae.train, minivae.evaluate, minivae.gradcheck, minivae.plots; "
+            "print(sorted(m for m in sys.modules if m.startswith('minivae.fast') or m == 'numba'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- when the fast path runs, and when it steps aside ------------------------------------------------
+
+def _small(**kw):
+    return VAE(D=6, H=5, J=3, init="glorot", random_state=0, **kw)
+
+
+def test_the_stock_model_gets_the_fast_step():
+    if not jit_enabled():
+        with pytest.warns(FastPathWarning, match="JIT is disabled"):
+            assert type(aevb_step(_small(), Adagrad(0.1))) is AEVB
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert type(aevb_step(_small(), Adagrad(0.1))) is FastAEVB
+    assert type(aevb_step(_small(), Adagrad(0.1), fast=False)) is AEVB
+
+
+def test_verified_fingerprints_are_those_of_the_code_as_it_stands():
+    """If this fails, a readable function the fast path replaces was changed: check its twin and kernel
+    (the tests in this file and test_kernels.py), then refresh VERIFIED with python -m minivae.fast.eligibility."""
+    now = eligibility.current_fingerprints()
+    assert None not in now.values()
+    assert now == eligibility.VERIFIED
+
+
+def _reason_after(change):
+    model, opt = _small(), Adagrad(0.1)
+    change(model, opt)
+    with pytest.warns(FastPathWarning) as record:
+        step = aevb_step(model, opt)
+    assert type(step) is AEVB and len(record) == 1
+    return str(record[0].message)
+
+
+class MyTanh(layers.Tanh):
+    pass
+
+
+class MyVAE(VAE):
+    pass
+
+
+@pytest.mark.parametrize("change,reason", [
+    (lambda m, o: m.encoder.trunk.layers.append(layers.Identity()), "has 3 layers, not pairs"),
+    (lambda m, o: m.decoder.trunk.layers.__setitem__(1, MyTanh()), "MyTanh, not one of the supported"),
+    (lambda m, o: m.encoder.trunk.layers.__setitem__(0, layers.Tanh()), "layer 0 of the encoder trunk is a Tanh"),
+    (lambda m, o: setattr(m.decoder.trunk.layers[1], "backward", lambda dout: dout), "its own backward"),
+    (lambda m, o: setattr(m, "__class__", MyVAE), "the model is a MyVAE"),
+], ids=["odd-trunk", "subclassed-activation", "no-linear", "instance-method", "subclassed-model"])
+def test_an_unsupported_model_trains_on_the_readable_path_with_one_warning(change, reason):
+    assert reason in _reason_after(change)
+
+
+@pytest.mark.parametrize("target,replacement", [
+    ("minivae.layers.Tanh.backward", lambda self, dout: dout),
+    ("minivae.estimator.reparameterize_backward", lambda dz, lv, eps: (dz.sum(0), dz.sum(0))),
+    ("minivae.optim.adagrad_update", lambda p, g, G, lr, eps: None),
+    ("minivae.optim.Adagrad._update", lambda self, name, p, g: None),
+])
+def test_an_edited_readable_function_switches_the_fast_path_off(monkeypatch, target, replacement):
+    module, _, attr = target.rpartition(".")
+    owner = eligibility._resolve(module)
+    monkeypatch.setattr(owner, attr, replacement)
+    message = _reason_after(lambda m, o: None)
+    assert target in message and "readable" in message
+
+
+def test_a_student_editing_the_source_file_is_seen(tmp_path):
+    """A student's copy of minivae with one line of layers.py changed: the fast path steps aside, by name."""
+    import shutil
+    import subprocess
+    import sys
+    copy = tmp_path / "minivae"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (copy / "layers.py").read_text()
+    edited = source.replace("return dout * (1.0 - h * h)", "return dout * (1.0 - h)")   # the planted bug
+    assert edited != source
+    (copy / "layers.py").write_text(edited)
+    code = ("import minivae; from minivae.model import VAE; from minivae.optim import Adagrad; "
+            "from minivae.fast import why_not; print(minivae.__file__); print(why_not(VAE(6, 5, 3), Adagrad(0.1)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)}).stdout.splitlines()
+    assert out[0].startswith(str(copy))
+    assert "minivae.layers.tanh_backward is not the code the fast path was verified against" in out[1]
+
+
+def test_an_unsupported_optimizer_is_named():
+    class Momentum(SGD):
+        pass
+    assert "the optimiser is a Momentum" in why_not(_small(), Momentum(0.1))
+
+
+def test_a_refused_fast_step_raises_with_the_reason_not_a_key_error():
+    model = _small()
+    model.encoder.trunk.layers.append(layers.Identity())
+    with pytest.raises(eligibility.FastPathUnavailable, match="not pairs of Linear"):
+        FastAEVB(model, Adagrad(0.1))
+
+
+# --- a fast step computes what the readable step computes ----------------------------------------------
+
+def _steps(fast, decoder, sigmoid_mean, est, L, optimizer, dtype="float64", sizes=(30, 20, 4, 16), n_steps=2,
+           seed=0):
+    D, H, J, M = sizes
+    model = VAE(D=D, H=H, J=J, decoder=decoder, sigmoid_mean=sigmoid_mean, init="glorot", dtype=dtype,
+                random_state=seed)
+    step = (FastAEVB if fast else AEVB)(model, OPTIMIZERS[optimizer](), est, L, weight_decay=1e-3)
+    rng = np.random.default_rng(seed + 1)
+    record = []
+    for _ in range(n_steps):
+        x = rng.random((M, D)).astype(dtype)
+        loss, elbo = step(x, None, rng)
+        record.append((loss, elbo.copy(), {k: g.copy() for k, g in model.grads.items()}))
+    return record, {k: p.copy() for k, p in model.params.items()}, step.state_dict()
+
+
+def _assert_same_steps(a, b, tol):
+    (rec_a, params_a, state_a), (rec_b, params_b, state_b) = a, b
+    for (loss_a, elbo_a, grads_a), (loss_b, elbo_b, grads_b) in zip(rec_a, rec_b):
+        assert abs(loss_a - loss_b) <= tol * abs(loss_a)
+        assert elbo_a.dtype == elbo_b.dtype and relative_error(elbo_a, elbo_b) <= tol
+        for k in grads_a:
+            assert relative_error(grads_a[k], grads_b[k]) <= tol, k
+    for k in params_a:
+        assert params_a[k].dtype == params_b[k].dtype
+        assert relative_error(params_a[k], params_b[k]) <= tol, k
+    assert set(state_a) == set(state_b)
+    for k in state_a:
+        assert relative_error(state_a[k], state_b[k]) <= tol, k
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("L", [1, 3])
+@pytest.mark.parametrize("est", ["A", "B"])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_training_steps_agree_in_float64(decoder, sigmoid_mean, est, L, optimizer):
+    args = (decoder, sigmoid_mean, est, L, optimizer)
+    _assert_same_steps(_steps(False, *args), _steps(True, *args), 1e-12)
+
+
+@pytest.mark.parametrize("H", [(), (12, 8)], ids=["linear", "two-hidden"])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_other_depths_agree(decoder, sigmoid_mean, H):
+    args = (decoder, sigmoid_mean, "A", 2, "adam")
+    kw = dict(sizes=(10, H, 3, 5))
+    _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw), 1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_paper_sized_and_large_steps_agree(decoder, sigmoid_mean, dtype, tol):
+    """The MNIST model's sizes (784-500, M = 100); with the JIT, a batch large enough for the
+    threaded branch of the heads and of bias + activation.
+
+    float32 takes an SGD step: Adagrad's first step is lr * sign(g), which jumps at g = 0,
+    so among 400k weights the float32 rounding of g (about 1e-7) flips one now and then.
+    """
+    D, H, M = (784, 500, 100) if not kernels.JIT_ENABLED else (784, 500, 600)
+    if kernels.JIT_ENABLED:
+        assert min(M * D, M * H) >= kernels.PARALLEL_MIN_SIZE
+    args = (decoder, sigmoid_mean, "B", 1, "adagrad" if dtype == "float64" else "sgd")
+    kw = dict(dtype=dtype, sizes=(D, H, 10, M), n_steps=1)
+    _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw), tol)
+
+
+def test_changing_minibatch_size_between_steps():
+    """Buffers are kept per minibatch shape; a last, shorter batch must not reuse the wrong ones."""
+    results = {}
+    for fast in (False, True):
+        model = VAE(D=8, H=6, J=2, init="glorot", random_state=3)
+        step = (FastAEVB if fast else AEVB)(model, SGD(0.01))
+        rng = np.random.default_rng(4)
+        out = []
+        for M, L in [(5, 1), (3, 1), (5, 2), (5, 1), (3, 1)]:
+            step.L = L
+            out.append(step(rng.random((M, 8)), None, rng).elbo)
+        results[fast] = out
+    for a, b in zip(results[False], results[True]):
+        assert a.shape == b.shape and relative_error(a, b) < 1e-12
+
+
+def test_bad_input_gets_the_same_error_on_both_paths():
+    model = VAE(D=6, H=5, J=3, random_state=0)
+    fast = FastAEVB(model, SGD(0.1))
+    bad = [np.full((4, 6), np.nan), np.full((4, 6), 255.0), np.zeros((4, 5)), np.zeros((4, 6), np.uint8),
+           np.zeros((4, 2, 3)), [[0.0] * 6] * 4]
+    for x in bad:
+        messages = []
+        for run in (lambda: model.loss_and_grads(x, model.sample_eps(4)), lambda: fast.loss_and_grads(x, model.sample_eps(4))):
+            with pytest.raises((ValueError, TypeError)) as err:
+                run()
+            messages.append(str(err.value))
+        assert messages[0] == messages[1]
+    with pytest.raises(ValueError, match="eps must have shape"):
+        fast.loss_and_grads(np.zeros((4, 6)), np.zeros((1, 5, 3)))
+
+
+def test_float16_data_is_accepted_alike_on_both_paths():
+    model = VAE(D=6, H=5, J=3, random_state=0)
+    x = np.full((4, 6), 0.5, dtype=np.float16)
+    eps = model.sample_eps(4, 1, 0)
+    a = model.loss_and_grads(x, eps)[1]
+    b = FastAEVB(model, SGD(0.1)).loss_and_grads(x, eps)[1]
+    assert relative_error(a, b) < 1e-12
+
+
+def test_the_fast_update_falls_back_for_arrays_it_cannot_flatten():
+    from minivae.fast.step import fast_update
+    results = []
+    for use_fast in (False, True):
+        base = np.arange(12.0).reshape(3, 4)
+        params = {"w": base[:, ::2]}                                   # not contiguous
+        opt = Adam(0.1)
+        for _ in range(2):
+            if use_fast:
+                fast_update(opt, params, {"w": np.full((3, 2), 0.5)}, 0.0)
+            else:
+                opt.step(params, {"w": np.full((3, 2), 0.5)})
+        results.append(base)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], np.arange(12.0).reshape(3, 4))
+
+
+@pytest.mark.skipif(not kernels.JIT_ENABLED, reason="as Python (NUMBA_DISABLE_JIT=1) this model takes a minute")
+def test_a_fast_step_allocates_nothing_large():
+    """Buffers are allocated once per minibatch shape: a step's Python-side peak is a few small arrays."""
+    x = (np.random.default_rng(0).random((100, 784)) < 0.3).astype(np.float64)
+    peaks = {}
+    for fast in (False, True):
+        model = VAE(D=784, H=500, J=20, random_state=0)
+        step = (FastAEVB if fast else AEVB)(model, Adagrad(0.02), weight_decay=1 / 60000)
+        rng = np.random.default_rng(1)
+        step(x, None, rng)
+        step(x, None, rng)                                             # warm: buffers and state exist
+        tracemalloc.start()
+        step(x, None, rng)
+        peaks[fast] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # eps (16 kB), elbo and a few (M,) arrays; one (M, D) float64 array alone is 627 kB
+    assert peaks[True] < 64_000, peaks
+    assert peaks[False] > 20 * peaks[True], peaks                      # the readable path does allocate
+
+
+@pytest.mark.parametrize("est", ["A", "B"])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_the_fast_gradient_passes_finite_differences(decoder, sigmoid_mean, est):
+    model = _small(decoder=decoder, sigmoid_mean=sigmoid_mean)
+    rng = np.random.default_rng(1)
+    errors = check_fast_model(model, rng.random((4, 6)), model.sample_eps(4, 3, rng), est)
+    assert set(errors) == set(model.params) and max(errors.values()) < TOLERANCE, errors
+
+
+def test_fit_with_a_fast_step_resumes_a_readable_run_exactly(tmp_path):
+    """Checkpoints are the same for both steps: a run started readable can continue fast (float64, 1e-12)."""
+    rng = np.random.default_rng(0)
+    x, xt = rng.random((120, 12)), rng.random((40, 12))
+    kw = dict(M=10, seed=3, eval_points=3, progress=False)
+    whole = VAE(12, 6, 2, random_state=1)
+    fit(whole, AEVB(whole, Adagrad(0.05), weight_decay=1 / 120), x, xt, samples=300, **kw)
+    part = VAE(12, 6, 2, random_state=1)
+    ck = tmp_path / "ck.npz"
+    fit(part, AEVB(part, Adagrad(0.05), weight_decay=1 / 120), x, xt, samples=150, checkpoint=ck, **kw)
+    resumed = VAE(12, 6, 2, random_state=7)
+    fit(resumed, FastAEVB(resumed, Adagrad(0.05), weight_decay=1 / 120), x, xt, samples=300, checkpoint=ck,
+        resume=True, **kw)
+    for name in whole.params:
+        assert relative_error(whole.params[name], resumed.params[name]) < 1e-12, name
+
+
+# --- real data: a fixed-seed epoch, per-step bounds ---------------------------------------------------
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_fixed_seed_epoch_on_mnist_gives_the_same_bounds(data_dir):
+    """The paper's MNIST model (784-500-20, Adagrad 0.02, estimator B, weight decay 1/N), float64,
+    through fit: one epoch over the first 10000 training images (100 steps of M = 100).
+    The whole 60000-image epoch is compared by ``python benchmarks/bench_train.py --check-epoch``."""
+    from minivae.data import load_mnist
+
+    X, _ = load_mnist("train", data_dir=data_dir)
+    X = X[:10000] if kernels.JIT_ENABLED else X[:300]
+    bounds = {}
+    for fast in (False, True):
+        model = VAE(D=784, H=500, J=20, dtype="float64", random_state=0)
+        per_step = []
+
+        class Recording(FastAEVB if fast else AEVB):
+            def __call__(self, x, idx, rng):
+                result = super().__call__(x, idx, rng)
+                per_step.append(float(np.mean(result.elbo)))
+                return result
+
+        fit(model, Recording(model, Adagrad(0.02), weight_decay=1 / 60000), X, None, epochs=1, eval_points=1,
+            eval_train_size=100, progress=False)
+        bounds[fast] = np.array(per_step)
+    assert len(bounds[False]) == len(X) // 100
+    if kernels.JIT_ENABLED:
+        assert bounds[False][-1] > bounds[False][0] + 50          # it learns (nats per datapoint)
+    np.testing.assert_allclose(bounds[True], bounds[False], rtol=1e-9, atol=0)
