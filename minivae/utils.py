@@ -184,7 +184,7 @@ def remove_stale_parts(directory, max_age: float | None = None) -> list[Path]:
     Parameters
     ----------
     directory : str or Path
-        A folder that may not exist (nothing to do then).
+        A folder; one that does not exist or cannot be read is left alone.
     max_age : float or None
         Seconds; None means :data:`STALE_PART_AGE` (one day).
 
@@ -196,7 +196,7 @@ def remove_stale_parts(directory, max_age: float | None = None) -> list[Path]:
     max_age = STALE_PART_AGE if max_age is None else max_age
     try:
         entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, or not ours to read: nothing to clean
         return []
     now = time.time()
     removed = []
