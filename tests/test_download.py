@@ -341,7 +341,7 @@ def test_a_server_sending_one_byte_a_second_is_abandoned_at_the_deadline(server,
     t0 = time.monotonic()
     path = fetch(LABELS, urls, LABELS_SHA, tmp_path / "dest", timeout=5, verbose=False, deadline=2.0)
     elapsed = time.monotonic() - t0
-    assert 2.0 <= elapsed < 4.5  # the deadline, plus at most the one-second wait for the next byte
+    assert 2.0 <= elapsed < 6.0  # the deadline, plus the one-second wait for the next byte (30 s without it)
     assert server.hits == [f"/slow/{LABELS}", f"/ok/{LABELS}"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == LABELS_SHA
 
@@ -354,7 +354,7 @@ def test_the_module_deadline_applies_to_locate_and_is_named_in_the_error(isolate
     t0 = time.monotonic()
     with pytest.raises(DataNotFoundError) as err:
         locate("frey_rawface", data_dir=isolated_dirs["arg"])
-    assert time.monotonic() - t0 < 4.0
+    assert time.monotonic() - t0 < 6.0  # the slow route would take 30 s
     message = str(err.value)
     assert "\n" not in message and f"{server.url}/slow/frey/frey_rawface.mat" in message
     assert "1.5 s deadline" in message
@@ -426,11 +426,13 @@ def test_redirects_are_followed_only_to_allowed_hosts(server, tmp_path):
     assert server.hits[-1] == f"/ok/{LABELS}"
 
     n_hits = len(server.hits)
-    with pytest.raises(DownloadError, match="redirect to localhost refused, the hosts allowed for this file are 127.0.0.1"):
+    refused = "redirect to localhost refused, the hosts allowed for this file are 127.0.0.1"
+    with pytest.raises(DownloadError, match=refused):
         fetch(LABELS, [other_host], LABELS_SHA, tmp_path / "b", timeout=5, verbose=False)
     assert len(server.hits) == n_hits + 1  # the redirect was asked for, its target never
 
-    path = fetch(LABELS, [other_host], LABELS_SHA, tmp_path / "c", timeout=5, verbose=False, allowed_hosts=["localhost"])
+    path = fetch(LABELS, [other_host], LABELS_SHA, tmp_path / "c", timeout=5, verbose=False,
+                 allowed_hosts=["localhost"])
     assert hashlib.sha256(path.read_bytes()).hexdigest() == LABELS_SHA
 
 
@@ -491,7 +493,7 @@ def test_stale_parts_of_a_killed_download_are_removed_at_the_next_start(isolated
     live.write_bytes(b"another download, still running")
     (isolated_dirs["arg"] / "frey").mkdir()
     shutil.copy(server.root / "frey_rawface.mat", isolated_dirs["arg"] / "frey")
-    locate("frey_rawface", data_dir=isolated_dirs["arg"], download=False)  # found elsewhere: the cache is cleaned anyway
+    locate("frey_rawface", data_dir=isolated_dirs["arg"], download=False)  # found elsewhere, cache cleaned anyway
     assert sorted(p.name for p in frey_cache.iterdir()) == [live.name]
 
     mnist_cache = isolated_dirs["cache"] / "mnist"
