@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import re
+import secrets
+import socket
+import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ __all__ = [
     "atomic_write",
     "check_matrix",
     "CorruptFileError",
+    "remove_stale_parts",
 ]
 
 
@@ -86,6 +91,32 @@ def check_matrix(x, name: str = "x", n_cols: int | None = None, support: str = "
     return x
 
 
+#: A temporary file untouched for this long (seconds) is stale even if its writer seems alive.
+STALE_PART_AGE = 24 * 3600.0
+
+# The first label of this machine's name, with only [A-Za-z0-9-] kept: it goes into
+# temporary file names so that a pid is only ever checked on the machine it belongs to
+# (a cache on a network disk is shared by several machines).
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "localhost"
+
+# .<name>.<host>.<pid>.<random hex>.part; <name> may itself contain dots, the rest cannot.
+_PART = re.compile(r"^\.(?P<rest>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]+\.part$")
+
+
+def _open_part(path: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<host>.<pid>.<random>.part`` beside ``path``; return (fd, its path).
+
+    The file is created with mode 0o666, which the umask then narrows, exactly
+    as a plain ``open(path, "w")`` would (``tempfile.mkstemp`` would force 0o600).
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:  # 1 chance in 4 billion: draw another name
+            continue
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path``; on success move it onto ``path``.
@@ -94,17 +125,96 @@ def atomic_write(path, mode: str = "wb"):
     previous file or the complete new one, never a half-written file, even if
     the process is killed mid-write. On an exception the temporary file is
     removed and ``path`` is left as it was.
+
+    The new file gets the permissions a plain ``open`` would give it: those
+    of the file it replaces, else 0o666 narrowed by the umask (0o644 under
+    the usual umask 022, 0o664 under 002 for a cache shared by a group).
+
+    The temporary file is ``.<name>.<host>.<pid>.<random>.part``: if the
+    process is killed before the rename, :func:`remove_stale_parts` can tell
+    later that its writer is gone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        keep_mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        keep_mode = None
+    fd, tmp = _open_part(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if keep_mode is not None:
+            os.chmod(tmp, keep_mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (True when it cannot be told)."""
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_parts(directory, max_age: float | None = None) -> list[Path]:
+    """Delete the temporary ``.part`` files that killed writers left in ``directory``.
+
+    :func:`atomic_write` (and so every download, checkpoint and run file) writes
+    to ``.<name>.<host>.<pid>.<random>.part`` and renames it when complete; a
+    process killed in between leaves that file behind. A ``.part`` file is
+    removed when it was written on this machine by a process that no longer
+    exists, or when it has not been modified for ``max_age`` seconds (the
+    writer's pid may have been reused, or the file comes from another machine,
+    or from an older minivae without the pid in the name). The temporary files
+    of live writers are left alone. The directory is not searched recursively;
+    files that cannot be removed (another user's) are skipped.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A folder; one that does not exist or cannot be read is left alone.
+    max_age : float or None
+        Seconds; None means :data:`STALE_PART_AGE` (one day).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    max_age = STALE_PART_AGE if max_age is None else max_age
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:  # missing, not a folder, or not ours to read: nothing to clean
+        return []
+    now = time.time()
+    removed = []
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".part")):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:  # its writer just renamed or removed it
+            continue
+        m = _PART.match(entry.name)
+        ours = m is not None and m["rest"].endswith(f".{_HOST}")
+        if age > max_age or (ours and not _pid_alive(int(m["pid"]))):
+            try:
+                os.unlink(entry.path)
+            except OSError:  # gone already, or another user's file
+                continue
+            removed.append(Path(entry.path))
+    return removed

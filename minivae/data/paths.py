@@ -7,15 +7,21 @@
 
 Each directory has the layout of the published files: ``mnist/``,
 ``binarized_mnist/``, ``frey/`` (and ``digits-synthetic/`` in the cache).
+
+A file found nowhere is downloaded into the cache, from its published
+addresses or, if ``MINIVAE_DATA_URL`` is set, from a server with the same
+layout (see :func:`download_base_url`).
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 DATA_ENV_VAR = "MINIVAE_DATA"
 CACHE_ENV_VAR = "MINIVAE_CACHE"
+DATA_URL_ENV_VAR = "MINIVAE_DATA_URL"
 
 
 def user_cache_dir() -> Path:
@@ -38,3 +44,34 @@ def search_dirs(data_dir=None) -> list[Path]:
         dirs.append(Path(env).expanduser())
     dirs.append(user_cache_dir())
     return dirs
+
+
+def download_base_url() -> str | None:
+    """The base URL of ``$MINIVAE_DATA_URL`` without a trailing slash, or None if it is unset.
+
+    When set, it replaces every published address: the file ``<subdir>/<name>``
+    is downloaded from ``$MINIVAE_DATA_URL/<subdir>/<name>`` only, e.g.
+    ``http://10.0.0.5:8000/mnist/train-images-idx3-ubyte.gz``. A classroom
+    without internet serves a copy of the data folder (``python -m http.server``
+    in it) and points this variable at it; the tests use it the same way.
+    The files are still checked against their sha256.
+
+    Raises
+    ------
+    ValueError
+        The variable is set but is not an http:// or https:// URL.
+    """
+    env = os.environ.get(DATA_URL_ENV_VAR, "").strip()
+    if not env:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(env)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            f"{DATA_URL_ENV_VAR}={env!r} is not an http:// or https:// base URL; set it to the address of a folder "
+            f"holding mnist/, binarized_mnist/ and frey/ (e.g. http://10.0.0.5:8000) or unset it."
+        )
+    return env.rstrip("/")
