@@ -242,6 +242,7 @@ def cmd_train(args):
     from .fast import aevb_step
     from .rundir import fresh_run_dir, run_lock
     from .train import TrainingDiverged, TrainingInterrupted, fit
+    from .utils import remove_stale_parts
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the run directory to continue.")
@@ -265,6 +266,7 @@ def cmd_train(args):
                      fast=not args.readable)
     evaluate = None
     with fresh_run_dir(out), run_lock(out):
+        remove_stale_parts(out)                                 # what a killed run left half-written
         _write_json(out / "config.json", cfg.to_dict())
         path = "fast (fused Numba kernels)" if type(step).__name__ == "FastAEVB" else "readable NumPy"
         print(f"minivae: {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "

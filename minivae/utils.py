@@ -6,6 +6,7 @@ This module sits at the bottom of the package and imports nothing from it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -149,9 +150,12 @@ def atomic_write(path, mode: str = "wb"):
         if keep_mode is not None:
             os.chmod(tmp, keep_mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno and getattr(e, "filename", None) is None:
+            hint = "; free some space or choose another folder" if e.errno == errno.ENOSPC else ""
+            raise OSError(e.errno, f"{e.strerror or e} while writing {path}{hint}") from e   # name the file
         raise
 
 
