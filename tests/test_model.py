@@ -79,39 +79,14 @@ def test_estimators_a_and_b_share_an_expectation_and_b_has_lower_variance():
     np.testing.assert_allclose(model.elbo(x, eps[:10], "B"), [b[:10].mean()], rtol=1e-12)
 
 
-# --- a linear-Gaussian model: log p(x) and p(z|x) in closed form ---------------------
+# --- a linear-Gaussian model: log p(x) and p(z|x) in closed form (minivae.linear_gaussian) ----------
 
 def _linear_gaussian(D=5, J=2, noise=0.5, seed=10):
-    """p(z) = N(0, I), p(x|z) = N(z A + c, s^2 I), with orthogonal rows in A so that
-    the true posterior is a diagonal Gaussian that the encoder can represent exactly."""
-    rng = np.random.default_rng(seed)
-    Q = np.linalg.qr(rng.standard_normal((D, J)))[0].T          # (J, D), orthonormal rows
-    A = np.array([1.5, 0.7])[:J, None] * Q                      # (J, D); A A^T diagonal
-    c = rng.standard_normal(D) * 0.3
-    s2 = noise ** 2
-    model = VAE(D=D, H=(), J=J, decoder="gaussian", sigmoid_mean=False, activation="identity", random_state=0)
-    model.params["dec.mean.W"][...] = A
-    model.params["dec.mean.b"][...] = c
-    model.params["dec.log_var.W"][...] = 0.0
-    model.params["dec.log_var.b"][...] = np.log(s2)
-    post_var = 1.0 / (1.0 + np.diag(A @ A.T) / s2)              # (J,)
-    model.params["enc.mu.W"][...] = A.T * post_var / s2         # mu = (x - c) A^T Sigma / s^2
-    model.params["enc.mu.b"][...] = -(c @ A.T) * post_var / s2
-    model.params["enc.log_var.W"][...] = 0.0
-    model.params["enc.log_var.b"][...] = np.log(post_var)
-    cov_x = A.T @ A + s2 * np.eye(D)
-
-    def log_px(x):
-        diff = x - c
-        _, logdet = np.linalg.slogdet(cov_x)
-        return -0.5 * (D * est.LOG_2PI + logdet + np.einsum("md,de,me->m", diff, np.linalg.inv(cov_x), diff))
-
-    def posterior(x):
-        mu = (x - c) @ A.T * post_var / s2
-        return mu, np.broadcast_to(np.log(post_var), mu.shape)
-
-    x = rng.multivariate_normal(c, cov_x, size=3)
-    return model, x, log_px, posterior
+    """(model, x, log_px, posterior) of :func:`minivae.linear_gaussian.linear_gaussian`, with 3 data points."""
+    from minivae.linear_gaussian import linear_gaussian
+    lg = linear_gaussian(D, J, noise, seed=seed)
+    x = np.random.default_rng(seed + 100).multivariate_normal(lg.c, lg.cov_x(), size=3)
+    return lg.model, x, lg.log_px, lg.posterior
 
 
 def test_elbo_is_log_px_when_q_is_the_true_posterior():
