@@ -261,3 +261,35 @@ def test_nbgrader_makes_the_same_student_version():
     ours = nbformat.read(RELEASE, as_version=4)
     assert [c.source for c in nb.cells] == [c.source for c in ours.cells]
     assert [c.metadata.get("nbgrader") for c in nb.cells] == [c.metadata.get("nbgrader") for c in ours.cells]
+
+
+def _execute(path, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        pytest.skip("no 'python3' Jupyter kernel is installed (python -m ipykernel install --user)")
+    monkeypatch.setenv("MINIVAE_QUICK", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    return nb, client, nbclient.exceptions.CellExecutionError
+
+
+@pytest.mark.slow  # a Jupyter kernel and a training run
+def test_teacher_notebook_runs_top_to_bottom_and_every_graded_cell_passes(tmp_path, monkeypatch):
+    nb, client, _ = _execute(TEACHER, tmp_path, monkeypatch)
+    client.execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert text.count("PASS  ") == len(GRADED) and "FAIL" not in text
+    assert "through your functions" in text and "test ELBO after 10000 samples" in text
+
+
+@pytest.mark.slow
+def test_student_notebook_stops_at_its_first_graded_cell(tmp_path, monkeypatch):
+    nb, client, error = _execute(RELEASE, tmp_path, monkeypatch)
+    with pytest.raises(error, match="not yet right: linear_backward"):
+        client.execute()

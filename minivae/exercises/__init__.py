@@ -20,7 +20,6 @@ From a shell (``python -m minivae.exercises --help``)::
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -71,13 +70,14 @@ def grade_file(path, names=GRADED, out=None):
     return results
 
 
-def _data(quick):
-    """MNIST when $MINIVAE_DATA holds it, else the generated digits; float64 (x_train, x_test, name)."""
-    from ..data import load_dataset
-    root = os.environ.get("MINIVAE_DATA")
-    name = "mnist" if root and (Path(root) / "mnist").is_dir() else "digits-synthetic"
-    data = load_dataset(name, data_dir=root if name == "mnist" else None, download=False)
-    return data.x_train.astype(np.float64), data.x_test.astype(np.float64), name
+def _data():
+    """MNIST when it is on this machine (no download), else the generated digits: (x_train, x_test, name)."""
+    from ..data import DataNotFoundError, load_dataset
+    try:
+        data = load_dataset("mnist", download=False)
+    except DataNotFoundError:
+        data = load_dataset("digits-synthetic")
+    return data.x_train.astype(np.float64), data.x_test.astype(np.float64), data.name
 
 
 def train_student(ns, quick=True, x_train=None, x_test=None, samples=None, seed=0, progress=False):
@@ -90,7 +90,7 @@ def train_student(ns, quick=True, x_train=None, x_test=None, samples=None, seed=
     from ..train import fit
     name = "given data"
     if x_train is None:
-        x_train, x_test, name = _data(quick)
+        x_train, x_test, name = _data()
     H, J = (200, 10) if quick else (500, 20)
     if samples is None:
         samples = 60000 if quick else 10 * len(x_train)

@@ -233,7 +233,7 @@ def _check_estimator_b(ns):
 _CONFIGS = (("bernoulli", "B"), ("bernoulli", "A"), ("gaussian", "B"))
 
 
-def _small_problem(decoder, seed=0):
+def _small_problem(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((4, 6))
     eps = rng.standard_normal((2, 4, 3))
@@ -245,7 +245,7 @@ def _check_loss_and_grads(ns):
     items = []
     for decoder, estimator in _CONFIGS:
         model = model_module.VAE(D=6, H=5, J=3, decoder=decoder, init="glorot", random_state=0)
-        x, eps = _small_problem(decoder)
+        x, eps = _small_problem()
         for g in model.grads.values():
             g[...] = np.nan                                   # every gradient must be written
         loss, _ = f(model, x, eps, estimator)
@@ -316,7 +316,7 @@ def _check_end_to_end(ns):
     items = []
     for decoder, estimator in _CONFIGS:
         model = student_vae(ns, D=6, H=5, J=3, decoder=decoder, init="glorot", random_state=0)
-        x, eps = _small_problem(decoder)
+        x, eps = _small_problem()
         for g in model.grads.values():
             g[...] = np.nan
         errors = check_model(model, x, eps, estimator)

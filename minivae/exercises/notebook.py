@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Cell", "SOURCE", "ASSIGNMENT", "parse_source", "clear_solutions", "to_notebook", "make_notebooks",
-           "read_cells", "nbgrader_checksum", "BEGIN", "END", "STUB"]
+           "notebook_text", "read_cells", "nbgrader_checksum", "BEGIN", "END", "STUB"]
 
 #: The solution source, the one copy of the solutions.
 SOURCE = Path(__file__).with_name("aevb_source.py")
