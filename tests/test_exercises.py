@@ -203,6 +203,9 @@ def test_the_solution_trains_exactly_like_the_library_through_its_own_functions(
     assert h_student["train_elbo"][-1] > h_student["train_elbo"][0] + 20.0
     assert calls["aevb_step"] == 60 and calls["loss_and_grads"] == 60 and calls["adagrad_update"] == 60 * 10
     assert calls["linear_backward"] == 60 * 5 and calls["tanh_backward"] == 60 * 2
+    # The fast path would not take this model either: it is not the library's VAE.
+    from minivae.fast import why_not
+    assert "StudentVAE" in why_not(student_vae(solution, D=784, H=50, J=5, random_state=0))
 
 
 def test_training_never_runs_the_librarys_backward_code(solution, data, monkeypatch):

@@ -343,8 +343,9 @@ grade(["end_to_end", "training"], globals())
 
 # %% [markdown]
 # Finally, a longer run that you can watch (a minute or so): MNIST when it is on this
-# machine (in `$MINIVAE_DATA` or minivae's cache), else the generated digits. The bound is measured by the library on fixed subsets of the
-# training and test sets (estimator B, fresh noise); your functions do the training.
+# machine (in `$MINIVAE_DATA` or minivae's cache), else the generated digits. The bound
+# is measured by the library on fixed subsets of the training and test sets (estimator B,
+# fresh noise); your functions do the training.
 
 # %% nbgrader=demo
 import os
