@@ -29,7 +29,7 @@ check                       what it holds the code to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,13 +48,17 @@ Z_LIMIT = 5.0
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcome of one check: ``value`` against ``limit`` (PASS when value <= limit)."""
+    """The outcome of one check: ``value`` against ``limit`` (PASS when value <= limit).
+
+    ``numbers`` holds the quantities the detail line prints, by name, for a notebook to plot or assert on.
+    """
 
     name: str
     value: float
     limit: float
     what: str
     detail: str = ""
+    numbers: dict = field(default_factory=dict, compare=False)
 
     @property
     def passed(self):
@@ -174,7 +178,9 @@ def elbo_unbiased(repeats=40, n=200, seed=2):
     z = abs(float(values.mean()) - exact) / se
     return CheckResult("elbo_unbiased", z, Z_LIMIT, "|mean reported bound - exact ELBO|, in standard errors",
                        f"reported {values.mean():.4f} +- {se:.2g}, exact ELBO {exact:.4f}, "
-                       f"log p(x) {np.mean(lg.log_px(x)):.4f}")
+                       f"log p(x) {np.mean(lg.log_px(x)):.4f}",
+                       {"reported": float(values.mean()), "se": se, "exact_elbo": exact,
+                        "log_px": float(np.mean(lg.log_px(x)))})
 
 
 def adam_constant_gradient(steps=5, lr=0.01):

@@ -12,7 +12,7 @@ import pytest
 
 from minivae import estimator as est
 from minivae import layers as lib_layers
-from minivae.exercises import (GRADED, SOURCE, StudentAEVB, grade, grade_all, load_namespace, make_notebooks,
+from minivae.exercises import (EXERCISES, GRADED, SOURCE, StudentAEVB, grade, grade_all, load_namespace, make_notebooks,
                                student_vae, train_student)
 from minivae.exercises.__main__ import main
 from minivae.exercises.grader import compare_training, training_data
@@ -53,6 +53,10 @@ def test_student_version_is_the_source_with_every_solution_cleared():
     for t, s in solutions:
         assert BEGIN in t.source and BEGIN not in s.source
         assert s.source.count("raise NotImplementedError()") == t.source.count(BEGIN)
+    # Every function with a blank has a check of its own, named after it.
+    import re
+    blanks = {name for t, _ in solutions for name in re.findall(r"^def (\w+)\(", t.source, flags=re.M)}
+    assert blanks == set(EXERCISES) and blanks <= set(GRADED)
     # Every other cell is the same in both.
     assert all(t.source == s.source for t, s in zip(teacher, student) if t.kind != "solution")
     nb = json.loads(RELEASE.read_text())
