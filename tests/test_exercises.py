@@ -300,3 +300,19 @@ def test_student_notebook_stops_at_its_first_graded_cell(tmp_path, monkeypatch):
     nb, client, error = _execute(RELEASE, tmp_path, monkeypatch)
     with pytest.raises(error, match="not yet right: linear_backward"):
         client.execute()
+
+
+def test_a_broken_cell_is_reported_and_the_other_exercises_are_still_graded(tmp_path, capsys):
+    nb = json.loads(RELEASE.read_text())
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "activations":
+            cell["source"] = ["def tanh_backward(dout, h)\n", "    return dout\n"]     # a syntax error
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "source": ["undefined_name + 1"], "outputs": [],
+                        "execution_count": None})
+    path = tmp_path / "submitted.ipynb"
+    path.write_text(json.dumps(nb))
+    assert main(["grade", str(path), "--only", "tanh_backward", "linear_backward"]) == 1
+    out = capsys.readouterr().out
+    assert "note: cell" in out and "SyntaxError" in out and "NameError" in out
+    assert "FAIL  tanh_backward                  not defined: tanh_backward" in out
+    assert "FAIL  linear_backward                not written yet" in out

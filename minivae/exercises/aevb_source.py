@@ -14,8 +14,8 @@
 # `TOLERANCE = 1e-7`; a correct gradient gives about `1e-10`, a wrong one `1e-2` or more)
 # and tests of meaning (a Monte-Carlo KL, numbers worked out by hand, the library's own
 # step). Each prints, per function, PASS or FAIL, the relative error and the tolerance.
-# Write your code between the lines `# YOUR CODE HERE` and the end of the function, and
-# delete the `raise NotImplementedError()`. From a shell,
+# Replace each `# YOUR CODE HERE` and the `raise NotImplementedError()` under it by your
+# code; the lines around them stay as they are. From a shell,
 # `python -m minivae.exercises grade this_notebook.ipynb` grades the whole notebook.
 #
 # **Conventions** (those of minivae): a minibatch `x` is (M, D), one datapoint per row; a
