@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grader import GRADED, Result, format_results, grade, grade_all
+from .grader import GRADED, Result, single_blas_thread, format_results, grade, grade_all
 from .notebook import SOURCE, make_notebooks, read_cells
 from .student import EXERCISES, StudentAEVB, student_vae
 
@@ -96,8 +96,9 @@ def train_student(ns, quick=True, x_train=None, x_test=None, samples=None, seed=
         samples = 60000 if quick else 10 * len(x_train)
     model = student_vae(ns, D=x_train.shape[1], H=H, J=J, random_state=seed)
     step = StudentAEVB(model, lr=0.02, weight_decay=1.0 / len(x_train))
-    history = fit(model, step, x_train, x_test, M=100, samples=samples, eval_points=8, progress=progress,
-                  seed=seed, eval_train_size=2000)
+    with single_blas_thread():
+        history = fit(model, step, x_train, x_test, M=100, samples=samples, eval_points=8, progress=progress,
+                      seed=seed, eval_train_size=2000)
     print(f"trained on {name} ({len(x_train)} images) through your functions, {samples} samples; calls: "
           + ", ".join(f"{k} {v}" for k, v in sorted(model.calls.items())))
     return history

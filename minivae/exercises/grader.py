@@ -341,7 +341,7 @@ def training_data(n_train=500, n_test=100, seed=0):
 _DATA_CACHE = {}
 
 
-def _one_blas_thread():
+def single_blas_thread():
     """Single-threaded BLAS for small products on a shared machine (threadpoolctl, where installed)."""
     try:
         from threadpoolctl import threadpool_limits
@@ -365,7 +365,7 @@ def compare_training(ns, x_train=None, x_test=None, steps=60, M=50, lr=0.05, H=5
     kw = dict(M=M, samples=steps * M, eval_points=5, progress=False, seed=seed)
     mine = student_vae(ns, D=D, H=H, J=J, random_state=seed)
     ref = model_module.VAE(D=D, H=H, J=J, random_state=seed)
-    with _one_blas_thread(), np.errstate(all="ignore"):
+    with single_blas_thread(), np.errstate(all="ignore"):
         h_student = fit(mine, StudentAEVB(mine, lr=lr, weight_decay=1.0 / N), x_train, x_test, **kw)
         h_library = fit(ref, AEVB(ref, optim.Adagrad(lr=lr), weight_decay=1.0 / N), x_train, x_test, **kw)
     return h_student, h_library, mine.calls
