@@ -1,12 +1,12 @@
-"""The variational bound from the EM view, in closed form on the linear-Gaussian model.
+r"""The variational bound from the EM view, in closed form on the linear-Gaussian model.
 
 For any distribution q(z) over the latent variables of one datapoint x,
 
 .. math::
 
-    \\log p_\\theta(x) = \\mathcal L(\\theta, q; x) + D_{KL}\\big(q(z)\\,\\|\\,p_\\theta(z|x)\\big),
-    \\qquad
-    \\mathcal L(\\theta, q; x) = \\mathbb E_{q}[\\log p_\\theta(x|z)] - D_{KL}\\big(q(z)\\,\\|\\,p(z)\\big),
+    \log p_\theta(x) = \mathcal L(\theta, q; x) + D_{KL}\big(q(z)\,\|\,p_\theta(z|x)\big),
+    \qquad
+    \mathcal L(\theta, q; x) = \mathbb E_{q}[\log p_\theta(x|z)] - D_{KL}\big(q(z)\,\|\,p(z)\big),
 
 the paper's eq. 1 and 2 (Section 2.2). EM maximises the bound by coordinate
 ascent: the E-step sets q to the exact posterior p(z|x), closing the gap, the
@@ -33,12 +33,12 @@ __all__ = ["expected_log_likelihood", "elbo", "posterior_gap", "m_step"]
 
 
 def expected_log_likelihood(lg: LinearGaussian, x, mu, log_var):
-    """E_q[log N(x; z A + c, s2 I)] for q = N(mu, diag exp(log_var)), exactly.
+    r"""E_q[log N(x; z A + c, s2 I)] for q = N(mu, diag exp(log_var)), exactly.
 
     .. math::
 
-        \\mathbb E_q[\\log p(x|z)] = -\\frac D2 \\log(2\\pi s^2)
-            - \\frac{1}{2 s^2}\\Big(\\lVert x - c - \\mu A\\rVert^2 + \\sum_j \\sigma_j^2 \\lVert A_j\\rVert^2\\Big),
+        \mathbb E_q[\log p(x|z)] = -\frac D2 \log(2\pi s^2)
+            - \frac{1}{2 s^2}\Big(\lVert x - c - \mu A\rVert^2 + \sum_j \sigma_j^2 \lVert A_j\rVert^2\Big),
 
     with :math:`A_j` the j-th row of A.
 
@@ -74,17 +74,17 @@ def posterior_gap(lg: LinearGaussian, x, mu, log_var):
 
 
 def m_step(lg: LinearGaussian, x, mu, log_var):
-    """The M-step of EM for the decoder: A, c, s2 maximising sum_i E_q[log p(x_i|z)].
+    r"""The M-step of EM for the decoder: A, c, s2 maximising sum_i E_q[log p(x_i|z)].
 
-    With :math:`\\tilde z = [z, 1]` and :math:`\\tilde W = [A; c]` of shape (J + 1, D),
+    With :math:`\tilde z = [z, 1]` and :math:`\tilde W = [A; c]` of shape (J + 1, D),
     p(x|z) = N(z~ W~, s2 I), so the maximiser is a least-squares solution in
     the moments of q:
 
     .. math::
 
-        \\tilde W = \\Big(\\sum_i \\mathbb E_q[\\tilde z_i^\\top \\tilde z_i]\\Big)^{-1} \\sum_i \\mathbb E_q[\\tilde z_i]^\\top x_i,
-        \\qquad
-        s^2 = \\frac{1}{N D} \\sum_i \\mathbb E_q \\lVert x_i - \\tilde z_i \\tilde W\\rVert^2.
+        \tilde W = \Big(\sum_i \mathbb E_q[\tilde z_i^\top \tilde z_i]\Big)^{-1} \sum_i \mathbb E_q[\tilde z_i]^\top x_i,
+        \qquad
+        s^2 = \frac{1}{N D} \sum_i \mathbb E_q \lVert x_i - \tilde z_i \tilde W\rVert^2.
 
     Returns
     -------

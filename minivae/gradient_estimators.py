@@ -1,4 +1,4 @@
-"""Two unbiased estimators of the gradient of an expectation, E_q[f(z)], on one objective.
+r"""Two unbiased estimators of the gradient of an expectation, E_q[f(z)], on one objective.
 
 Section 2.2 of the paper explains why it needs the reparameterisation trick:
 the usual Monte-Carlo gradient estimator (the score function, or REINFORCE,
@@ -7,11 +7,11 @@ and phi = (mu, log_var):
 
 .. math::
 
-    \\nabla_\\phi \\mathbb E_{q_\\phi(z)}[f(z)]
-        = \\mathbb E_{q_\\phi(z)}\\big[f(z)\\, \\nabla_\\phi \\log q_\\phi(z)\\big]
-        \\quad\\text{(score function)}
-        = \\mathbb E_{\\epsilon \\sim \\mathcal N(0, I)}\\big[\\nabla_\\phi f(\\mu + \\sigma \\odot \\epsilon)\\big]
-        \\quad\\text{(reparameterised, Section 2.4)}.
+    \nabla_\phi \mathbb E_{q_\phi(z)}[f(z)]
+        = \mathbb E_{q_\phi(z)}\big[f(z)\, \nabla_\phi \log q_\phi(z)\big]
+        \quad\text{(score function)}
+        = \mathbb E_{\epsilon \sim \mathcal N(0, I)}\big[\nabla_\phi f(\mu + \sigma \odot \epsilon)\big]
+        \quad\text{(reparameterised, Section 2.4)}.
 
 Both are averages of L samples; :func:`score_function_gradient` uses only the
 values f(z), :func:`reparameterized_gradient` the derivative df/dz. Both are
@@ -35,15 +35,15 @@ __all__ = ["score_function_gradient", "reparameterized_gradient", "QuadraticObje
 
 
 def score_function_gradient(f, mu, log_var, eps, baseline=0.0):
-    """The score-function (REINFORCE) estimate of the gradient of E_q[f(z)].
+    r"""The score-function (REINFORCE) estimate of the gradient of E_q[f(z)].
 
     .. math::
 
-        \\hat g = \\frac1L \\sum_{l=1}^{L} \\big(f(z_l) - b\\big)\\, \\nabla_\\phi \\log q_\\phi(z_l),
-        \\qquad z_l = \\mu + \\sigma \\odot \\epsilon_l,
+        \hat g = \frac1L \sum_{l=1}^{L} \big(f(z_l) - b\big)\, \nabla_\phi \log q_\phi(z_l),
+        \qquad z_l = \mu + \sigma \odot \epsilon_l,
 
-    with the score :math:`\\partial \\log q / \\partial \\mu = (z - \\mu) / \\sigma^2`,
-    :math:`\\partial \\log q / \\partial \\log\\sigma^2 = ((z - \\mu)^2 / \\sigma^2 - 1) / 2`
+    with the score :math:`\partial \log q / \partial \mu = (z - \mu) / \sigma^2`,
+    :math:`\partial \log q / \partial \log\sigma^2 = ((z - \mu)^2 / \sigma^2 - 1) / 2`
     (the partial derivatives of :func:`minivae.estimator.log_diag_gaussian`,
     z held fixed). The score has mean zero, so any constant baseline b keeps
     the estimate unbiased (and can lower its variance).
@@ -68,13 +68,13 @@ def score_function_gradient(f, mu, log_var, eps, baseline=0.0):
 
 
 def reparameterized_gradient(df, mu, log_var, eps):
-    """The reparameterised (pathwise) estimate of the gradient of E_q[f(z)], Section 2.4.
+    r"""The reparameterised (pathwise) estimate of the gradient of E_q[f(z)], Section 2.4.
 
     .. math::
 
-        \\hat g = \\frac1L \\sum_{l=1}^{L} \\nabla_\\phi f(\\mu + \\sigma \\odot \\epsilon_l):
-        \\quad \\frac{\\partial}{\\partial \\mu} = \\frac{\\partial f}{\\partial z}, \\quad
-        \\frac{\\partial}{\\partial \\log\\sigma^2} = \\frac{\\partial f}{\\partial z} \\odot \\frac{\\sigma \\epsilon}{2}.
+        \hat g = \frac1L \sum_{l=1}^{L} \nabla_\phi f(\mu + \sigma \odot \epsilon_l):
+        \quad \frac{\partial}{\partial \mu} = \frac{\partial f}{\partial z}, \quad
+        \frac{\partial}{\partial \log\sigma^2} = \frac{\partial f}{\partial z} \odot \frac{\sigma \epsilon}{2}.
 
     For a fixed ``eps`` this is the exact gradient of
     (1/L) sum_l f(mu + sigma * eps_l), which is what the tests check by finite differences.
@@ -96,15 +96,15 @@ def reparameterized_gradient(df, mu, log_var, eps):
 
 
 class QuadraticObjective:
-    """f(z) = sum_j (z_j - c_j)^2, with E_q[f] and its gradient in closed form.
+    r"""f(z) = sum_j (z_j - c_j)^2, with E_q[f] and its gradient in closed form.
 
     For z ~ N(mu, diag sigma^2):
 
     .. math::
 
-        \\mathbb E_q[f] = \\sum_j (\\mu_j - c_j)^2 + \\sigma_j^2, \\qquad
-        \\frac{\\partial \\mathbb E_q[f]}{\\partial \\mu_j} = 2 (\\mu_j - c_j), \\qquad
-        \\frac{\\partial \\mathbb E_q[f]}{\\partial \\log\\sigma_j^2} = \\sigma_j^2.
+        \mathbb E_q[f] = \sum_j (\mu_j - c_j)^2 + \sigma_j^2, \qquad
+        \frac{\partial \mathbb E_q[f]}{\partial \mu_j} = 2 (\mu_j - c_j), \qquad
+        \frac{\partial \mathbb E_q[f]}{\partial \log\sigma_j^2} = \sigma_j^2.
 
     Parameters
     ----------

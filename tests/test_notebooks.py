@@ -9,29 +9,13 @@ reads the real data from ``$MINIVAE_DATA`` or ``../shared/data`` when they exist
 skips its training with a note).
 """
 
-import os
-from pathlib import Path
-
 import pytest
 
-from conftest import REPO_ROOT, real_data_dir
+from notebook_runner import NOTEBOOK_DIR, NOTEBOOKS, executed
 
 nbformat = pytest.importorskip("nbformat", reason="nbformat is needed to read the notebooks (pip install -e '.[test]')")
-nbclient = pytest.importorskip("nbclient", reason="nbclient is needed to run the notebooks (pip install -e '.[test]')")
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 MARKER = "notebook OK"  # the last cell of every notebook prints it
-
-
-def _require_kernel():
-    pytest.importorskip("ipykernel", reason="ipykernel is needed to execute the notebooks (pip install ipykernel)")
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec("python3")
-    except NoSuchKernel:
-        pytest.skip("no 'python3' Jupyter kernel is installed (python -m ipykernel install --user)")
 
 
 def _printed(nb):
@@ -67,17 +51,8 @@ def test_notebook_follows_the_paper_and_checks_what_it_prints(path):
 
 @pytest.mark.slow  # trains models: run by the jitted pass, skipped by the NUMBA_DISABLE_JIT pass
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
-    _require_kernel()
-    monkeypatch.delenv("MINIVAE_FULL", raising=False)    # the kernel inherits this process's environment
-    monkeypatch.setenv("MINIVAE_QUICK", "1")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    if not os.environ.get("MINIVAE_DATA") and real_data_dir().is_dir():
-        monkeypatch.setenv("MINIVAE_DATA", str(real_data_dir()))
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()   # raises CellExecutionError, with the failing cell and its traceback
+def test_notebook_runs_in_quick_mode(path):
+    nb = executed(path)   # raises CellExecutionError, with the failing cell and its traceback
     errors = [out for cell in nb.cells if cell.cell_type == "code"
               for out in cell.outputs if out.output_type == "error"]
     assert not errors, errors

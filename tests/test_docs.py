@@ -1,0 +1,78 @@
+"""The documentation site builds with Sphinx, warnings as errors, and its API pages name every public name.
+
+The build renders the notebooks with their outputs: to execute each notebook once
+per CI run, it is given the copies that ``notebook_runner`` executed (the same
+ones ``tests/test_notebooks.py`` checks) through ``MINIVAE_DOCS_NOTEBOOKS``.
+"""
+
+import html
+import importlib
+import os
+import pkgutil
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from notebook_runner import NOTEBOOKS, executed
+
+pytest.importorskip("sphinx", reason="Sphinx is needed to build the docs (pip install -e '.[docs]')")
+pytest.importorskip("numpydoc", reason="numpydoc is needed to build the docs (pip install -e '.[docs]')")
+pytest.importorskip("myst_nb", reason="myst-nb is needed to build the docs (pip install -e '.[docs]')")
+
+
+def _public_modules():
+    import minivae
+    names = ["minivae"] + [m.name for m in pkgutil.walk_packages(minivae.__path__, "minivae.")
+                           if not m.name.split(".")[-1].startswith("_")]
+    return sorted(names)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    import nbformat
+    notebooks = tmp_path_factory.mktemp("executed")
+    for path in NOTEBOOKS:
+        nbformat.write(executed(path), notebooks / path.name)
+    out = tmp_path_factory.mktemp("html")
+    env = {**os.environ, "MINIVAE_DOCS_NOTEBOOKS": str(notebooks)}
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
+                           str(REPO_ROOT / "docs"), str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stderr[-6000:]}"
+    return out
+
+
+def _text(path):
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.slow   # executes every notebook in quick mode (shared with test_notebooks), then builds the site
+def test_site_builds_without_warnings_and_renders_every_page(site):
+    for page in ["index", "paper-map", "derivations", "results", "data", "performance", "api/index"]:
+        assert (site / f"{page}.html").is_file(), f"the site has no {page} page"
+    for path in NOTEBOOKS:
+        page = site / "notebooks" / f"{path.stem}.html"
+        assert page.is_file(), f"{path.name} is not rendered"
+        text = _text(page)
+        assert "notebook OK" in text, f"{path.name} is rendered without its outputs"
+    assert "<img" in (site / "notebooks" / f"{NOTEBOOKS[2].stem}.html").read_text(), "notebook 3's figures are missing"
+
+
+@pytest.mark.slow
+def test_every_name_in_every_modules_all_is_in_the_api_reference(site):
+    anchors = set()
+    for page in (site / "api").glob("*.html"):
+        anchors |= set(re.findall(r'id="(minivae[\w.]*)"', page.read_text(encoding="utf-8")))
+    missing = []
+    for modname in _public_modules():
+        page = site / "api" / f"{modname}.html"
+        assert page.is_file(), f"the API reference has no page for {modname}"
+        text = _text(page)
+        for name in getattr(importlib.import_module(modname), "__all__", []):
+            origin = getattr(getattr(importlib.import_module(modname), name), "__module__", None)
+            documented = f"{modname}.{name}" in anchors or (origin and f"{origin}.{name}" in anchors)
+            if not (documented and re.search(rf"\b{re.escape(name)}\b", text)):
+                missing.append(f"{modname}.{name}")
+    assert not missing, f"not documented in the API pages: {missing}"
