@@ -86,16 +86,27 @@ def _modules():
     return sorted(names)
 
 
-def _defined_here(module, name, obj):
-    """True if ``name`` is defined in ``module`` (not re-exported from another module)."""
-    origin = getattr(obj, "__module__", None)
-    if inspect.isclass(obj) or inspect.isfunction(obj) or callable(obj) and origin:
-        return origin == module.__name__
+def _defines(module, name):
+    """True if the source of ``module`` assigns or defines ``name`` at its top level."""
     try:
         source = inspect.getsource(module)
     except (OSError, TypeError):
-        return True
-    return any(line.startswith((f"{name} =", f"{name}:")) for line in source.splitlines())
+        return False
+    return any(line.startswith((f"{name} =", f"{name}:", f"def {name}(", f"class {name}(", f"class {name}:"))
+               for line in source.splitlines())
+
+
+def _origin(modname, name, obj):
+    """The module whose API page documents ``name``: where it is defined, if that module exports it."""
+    origin = getattr(obj, "__module__", None) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
+    if origin is None:
+        module = importlib.import_module(modname)
+        if _defines(module, name):
+            return modname
+        origin = next((m for m in _modules() if m != modname and _defines(importlib.import_module(m), name)), modname)
+    if origin != modname and name not in getattr(importlib.import_module(origin), "__all__", []):
+        return modname                        # re-exported from a module that does not list it: documented here
+    return origin
 
 
 def _api_page(modname):
@@ -105,11 +116,10 @@ def _api_page(modname):
     elsewhere = []
     for name in getattr(module, "__all__", []):
         obj = getattr(module, name)
-        if not _defined_here(module, name, obj):
-            origin = getattr(obj, "__module__", None) or modname
+        origin = _origin(modname, name, obj)
+        if origin != modname:
             elsewhere.append((name, origin))
-            continue
-        if inspect.isclass(obj):
+        elif inspect.isclass(obj):
             lines += [f".. autoclass:: {modname}.{name}", "   :members:", "   :show-inheritance:", ""]
         elif inspect.isfunction(obj) or callable(obj):
             lines += [f".. autofunction:: {modname}.{name}", ""]
