@@ -58,7 +58,12 @@ def check_estimator(name):
 # --- reparameterisation (Section 2.4; the Gaussian case of eq. 10) ----------
 
 def reparameterize(mu, log_var, eps):
-    """z = mu + sigma * eps with sigma = exp(log_var / 2).
+    r"""z = mu + sigma * eps with sigma = exp(log_var / 2).
+
+    .. math::
+
+        z^{(l)} = \mu + \sigma \odot \epsilon^{(l)}, \qquad \sigma = \exp\big(\tfrac12 \log\sigma^2\big),
+        \qquad \epsilon^{(l)} \sim \mathcal N(0, I).
 
     ``log_var`` is the log of the *variance* sigma^2 (Appendix C.2 writes
     log sigma^2), so the standard deviation is exp(log_var / 2), not
@@ -79,10 +84,15 @@ def reparameterize(mu, log_var, eps):
 
 
 def reparameterize_backward(dz, log_var, eps):
-    """Gradients of z = mu + exp(log_var / 2) * eps, given dz.
+    r"""Gradients of z = mu + exp(log_var / 2) * eps, given dz.
 
     dz/dmu = 1 and dz/dlog_var = eps * sigma / 2; the L samples each
-    contribute, so the sums over the sample axis are written out.
+    contribute, so the sums over the sample axis are written out:
+
+    .. math::
+
+        \texttt{dmu} = \sum_{l=1}^{L} \texttt{dz}_l, \qquad
+        \texttt{dlog\_var} = \tfrac12\, \sigma \odot \sum_{l=1}^{L} \texttt{dz}_l \odot \epsilon_l.
 
     Parameters
     ----------
@@ -104,9 +114,12 @@ def reparameterize_backward(dz, log_var, eps):
 # --- analytic KL to the prior (Appendix B) ---------------------------------
 
 def kl_standard_normal(mu, log_var):
-    """KL(N(mu, diag sigma^2) || N(0, I)) per datapoint, Appendix B.
+    r"""KL(N(mu, diag sigma^2) || N(0, I)) per datapoint, Appendix B.
 
-    -KL = 1/2 sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
+    .. math::
+
+        -D_{KL}\big(q_\phi(z|x)\,\|\,p(z)\big) = \frac12 \sum_{j=1}^{J}
+        \big(1 + \log\sigma_j^2 - \mu_j^2 - \sigma_j^2\big).
 
     Returns
     -------
@@ -116,7 +129,12 @@ def kl_standard_normal(mu, log_var):
 
 
 def kl_standard_normal_grad(mu, log_var):
-    """Gradient of :func:`kl_standard_normal` for each datapoint.
+    r"""Gradient of :func:`kl_standard_normal` for each datapoint.
+
+    .. math::
+
+        \frac{\partial D_{KL}}{\partial \mu_j} = \mu_j, \qquad
+        \frac{\partial D_{KL}}{\partial \log\sigma_j^2} = \tfrac12 \big(\sigma_j^2 - 1\big).
 
     Returns
     -------
@@ -129,11 +147,16 @@ def kl_standard_normal_grad(mu, log_var):
 # --- decoder likelihoods (Appendix C.1, C.2) ---------------------------------
 
 def bernoulli_log_likelihood(x, logits):
-    """log p(x|z) for the Bernoulli decoder, Appendix C.1, from the logits.
+    r"""log p(x|z) for the Bernoulli decoder, Appendix C.1, from the logits.
 
     With y = sigmoid(logits), sum_k x_k log y_k + (1 - x_k) log(1 - y_k)
     equals sum_k x_k * logits_k - softplus(logits_k), which is exact and finite
-    for every logit (no clipping of y).
+    for every logit (no clipping of y):
+
+    .. math::
+
+        \log p_\theta(x|z) = \sum_{k=1}^{D} x_k \log y_k + (1 - x_k) \log(1 - y_k)
+        = \sum_{k=1}^{D} x_k \ell_k - \log\big(1 + e^{\ell_k}\big), \qquad y = \operatorname{sigmoid}(\ell).
 
     Parameters
     ----------
@@ -148,12 +171,22 @@ def bernoulli_log_likelihood(x, logits):
 
 
 def bernoulli_log_likelihood_grad(x, logits):
-    """d log p(x|z) / d logits = x - sigmoid(logits), same shape as ``logits``."""
+    r"""d log p(x|z) / d logits = x - sigmoid(logits), same shape as ``logits``.
+
+    .. math::
+
+        \frac{\partial \log p_\theta(x|z)}{\partial \ell_k} = x_k - \operatorname{sigmoid}(\ell_k).
+    """
     return x - sigmoid(logits)
 
 
 def gaussian_log_likelihood(x, mean, log_var):
-    """log N(x; mean, diag exp(log_var)) summed over D, Appendix C.2.
+    r"""log N(x; mean, diag exp(log_var)) summed over D, Appendix C.2.
+
+    .. math::
+
+        \log p_\theta(x|z) = -\frac12 \sum_{k=1}^{D} \Big(\log 2\pi + \log\sigma_k^2
+        + \frac{(x_k - m_k)^2}{\sigma_k^2}\Big).
 
     Parameters
     ----------
@@ -169,7 +202,12 @@ def gaussian_log_likelihood(x, mean, log_var):
 
 
 def gaussian_log_likelihood_grad(x, mean, log_var):
-    """Gradients of :func:`gaussian_log_likelihood` with respect to mean and log_var.
+    r"""Gradients of :func:`gaussian_log_likelihood` with respect to mean and log_var.
+
+    .. math::
+
+        \frac{\partial}{\partial m_k} = \frac{x_k - m_k}{\sigma_k^2}, \qquad
+        \frac{\partial}{\partial \log\sigma_k^2} = \frac12 \Big(\frac{(x_k - m_k)^2}{\sigma_k^2} - 1\Big).
 
     Returns
     -------
@@ -224,9 +262,12 @@ def log_diag_gaussian_grad(z, mu, log_var):
 # --- the two SGVB estimators ------------------------------------------------
 
 def estimator_a(log_px_z, z, mu, log_var):
-    """SGVB estimator A (generic), eq. 6, per datapoint.
+    r"""SGVB estimator A (generic), eq. 6, per datapoint.
 
-    L^A(x) = (1/L) sum_l [log p(x|z_l) + log p(z_l) - log q(z_l|x)].
+    .. math::
+
+        \widetilde{\mathcal L}^A(\theta, \phi; x) = \frac1L \sum_{l=1}^{L}
+        \Big[\log p_\theta(x|z^{(l)}) + \log p(z^{(l)}) - \log q_\phi(z^{(l)}|x)\Big].
 
     Parameters
     ----------
@@ -266,9 +307,12 @@ def estimator_a_backward(dout, z, mu, log_var):
 
 
 def estimator_b(log_px_z, mu, log_var):
-    """SGVB estimator B (analytic KL), eq. 7, per datapoint.
+    r"""SGVB estimator B (analytic KL), eq. 7, per datapoint.
 
-    L^B(x) = -KL(q(z|x) || p(z)) + (1/L) sum_l log p(x|z_l).
+    .. math::
+
+        \widetilde{\mathcal L}^B(\theta, \phi; x) = -D_{KL}\big(q_\phi(z|x)\,\|\,p(z)\big)
+        + \frac1L \sum_{l=1}^{L} \log p_\theta(x|z^{(l)}).
 
     Parameters
     ----------
@@ -299,12 +343,17 @@ def estimator_b_backward(dout, L, mu, log_var):
 # --- the parameter prior (Section 5: MAP on the parameters) -----------------
 
 def log_parameter_prior(params):
-    """log N(theta; 0, I) summed over every parameter array, without the constant.
+    r"""log N(theta; 0, I) summed over every parameter array, without the constant.
 
     The paper adds a small weight decay "corresponding to a prior
     p(theta) = N(0, I)". Per datapoint it enters the loss as
     -(1/N) log p(theta): see :meth:`minivae.model.VAE.loss_and_grads`.
-    The additive constant -(P/2) log 2 pi is left out; it has no gradient.
+    The additive constant -(P/2) log 2 pi is left out; it has no gradient:
+
+    .. math::
+
+        \log p(\theta) = -\frac12 \sum_i \theta_i^2 + \text{const}, \qquad
+        \frac{\partial \log p(\theta)}{\partial \theta} = -\theta.
     """
     return -0.5 * sum(float(np.sum(p * p)) for p in params.values())
 

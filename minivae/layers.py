@@ -54,26 +54,45 @@ def init_weight(n_in: int, n_out: int, init: str, rng, dtype) -> np.ndarray:
 # --- pure activation functions -------------------------------------------
 
 def sigmoid(a):
-    """Logistic function 1 / (1 + exp(-a)), without overflow and accurate in both tails.
+    r"""Logistic function 1 / (1 + exp(-a)), without overflow and accurate in both tails.
 
-    With e = exp(-|a|) <= 1: 1 / (1 + e) for a >= 0 and e / (1 + e) for a < 0.
+    .. math::
+
+        \operatorname{sigmoid}(a) = \frac{1}{1 + e^{-a}} = \frac{e^{a}}{1 + e^{a}}.
+
+    With ``e = exp(-|a|) <= 1``: 1 / (1 + e) for a >= 0 and e / (1 + e) for a < 0.
     """
     e = np.exp(-np.abs(a))
     return np.where(a >= 0, 1.0, e) / (1.0 + e)
 
 
 def softplus(a):
-    """log(1 + exp(a)), exact for large |a| (no overflow, no log(0))."""
+    r"""log(1 + exp(a)), exact for large ``|a|`` (no overflow, no log(0)).
+
+    .. math::
+
+        \operatorname{softplus}(a) = \log\big(1 + e^{a}\big) = \max(a, 0) + \log\big(1 + e^{-|a|}\big).
+    """
     return np.logaddexp(0.0, a)
 
 
 def tanh_backward(dout, h):
-    """d tanh(a) / da = 1 - tanh(a)^2, written through the output h = tanh(a)."""
+    r"""d tanh(a) / da = 1 - tanh(a)^2, written through the output h = tanh(a).
+
+    .. math::
+
+        \frac{\partial F}{\partial a} = \frac{\partial F}{\partial h} \odot \big(1 - h \odot h\big).
+    """
     return dout * (1.0 - h * h)
 
 
 def sigmoid_backward(dout, y):
-    """d sigmoid(a) / da = y (1 - y), written through the output y."""
+    r"""d sigmoid(a) / da = y (1 - y), written through the output y.
+
+    .. math::
+
+        \frac{\partial F}{\partial a} = \frac{\partial F}{\partial y} \odot y \odot (1 - y).
+    """
     return dout * y * (1.0 - y)
 
 
@@ -107,7 +126,14 @@ class Layer:
 
 
 class Linear(Layer):
-    """Affine map ``out = x @ W + b``.
+    r"""Affine map ``out = x @ W + b``.
+
+    Its backward pass, for ``dout`` of shape (M, out):
+
+    .. math::
+
+        \texttt{dW} = x^\top \texttt{dout}, \qquad \texttt{db} = \sum_{m=1}^{M} \texttt{dout}_m, \qquad
+        \texttt{dx} = \texttt{dout}\, W^\top.
 
     Parameters
     ----------

@@ -32,7 +32,12 @@ __all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS",
 # --- the updates, as pure functions (in place on p and the state arrays) ----------------
 
 def decayed_gradient(g, p, weight_decay):
-    """g + weight_decay * p: the gradient of the loss plus -(weight_decay) log N(p; 0, I).
+    r"""g + weight_decay * p: the gradient of the loss plus -(weight_decay) log N(p; 0, I).
+
+    .. math::
+
+        g \leftarrow g - c\, \frac{\partial \log \mathcal N(\theta; 0, I)}{\partial \theta} = g + c\, \theta,
+        \qquad c = \texttt{weight\_decay} = 1/N.
 
     With weight_decay = 1/N this adds the paper's parameter prior per datapoint.
     Returns ``g`` itself (not a copy) when weight_decay is 0.
@@ -43,21 +48,36 @@ def decayed_gradient(g, p, weight_decay):
 
 
 def sgd_update(p, g, lr):
-    """theta <- theta - lr * g, in place on p."""
+    r"""theta <- theta - lr * g, in place on p.
+
+    .. math::
+
+        \theta \leftarrow \theta - \eta\, g.
+    """
     p -= lr * g
 
 
 def adagrad_update(p, g, G, lr, eps):
-    """Adagrad (Duchi et al., 2011): G <- G + g^2; theta <- theta - lr * g / (sqrt(G) + eps); in place."""
+    r"""Adagrad (Duchi et al., 2011): G <- G + g^2; theta <- theta - lr * g / (sqrt(G) + eps); in place.
+
+    .. math::
+
+        G \leftarrow G + g \odot g, \qquad \theta \leftarrow \theta - \eta\, \frac{g}{\sqrt{G} + \varepsilon}.
+    """
     G += g * g
     p -= lr * g / (np.sqrt(G) + eps)
 
 
 def adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
-    """Adam (Kingma & Ba, 2015), step number t >= 1 (counted in updates, not epochs), in place.
+    r"""Adam (Kingma & Ba, 2015), step number t >= 1 (counted in updates, not epochs), in place.
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
     theta <- theta - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+
+    .. math::
+
+        m \leftarrow \beta_1 m + (1 - \beta_1) g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g,
+        \qquad \theta \leftarrow \theta - \eta\, \frac{m / (1 - \beta_1^t)}{\sqrt{v / (1 - \beta_2^t)} + \varepsilon}.
     """
     m *= beta1
     m += (1.0 - beta1) * g

@@ -1,4 +1,4 @@
-"""The training loop: Algorithm 1 around a training step, with the bound recorded as in Figure 2.
+"""The training loop: Algorithm 1 around a training step, with the bound recorded as in Figure 2::
 
     repeat
         x   <- a random minibatch of M datapoints (an epoch is one permutation)

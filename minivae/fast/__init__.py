@@ -23,33 +23,33 @@ the arithmetic allows; ``tests/test_kernels.py`` holds each kernel to its
 twin, ``tests/test_fast.py`` whole fast steps and a fixed-seed epoch to the
 readable step.
 
-============================  ==============================  ==========================================  =====================================
-readable function             kernel                          twin (what it calls)                        test
-============================  ==============================  ==========================================  =====================================
-``Tanh``/``Sigmoid``/...      ``bias_act``                    ``bias_act_numpy`` (the layer's forward)    test_kernels::test_bias_act
+==============================  ==============================  ==========================================  =====================================
+readable function               kernel                          twin (what it calls)                        test
+==============================  ==============================  ==========================================  =====================================
+``Tanh``/``Sigmoid``/...        ``bias_act``                    ``bias_act_numpy`` (the layer's forward)    test_kernels::test_bias_act
 ``.forward`` + ``Linear`` b
-``*.backward`` (activations)  ``bias_act_backward``           ``bias_act_backward_numpy`` (the layer)     test_kernels::test_bias_act_backward
-``bernoulli_log_likelihood``  ``bernoulli_head``              ``bernoulli_head_numpy`` (both functions)   test_kernels::test_bernoulli_head
+``*.backward`` (activations)    ``bias_act_backward``           ``bias_act_backward_numpy`` (the layer)     test_kernels::test_bias_act_backward
+``bernoulli_log_likelihood``    ``bernoulli_head``              ``bernoulli_head_numpy`` (both functions)   test_kernels::test_bernoulli_head
 and its ``_grad``
-``gaussian_log_likelihood``   ``gaussian_head``               ``gaussian_head_numpy`` (both + Sigmoid)    test_kernels::test_gaussian_head
+``gaussian_log_likelihood``     ``gaussian_head``               ``gaussian_head_numpy`` (both + Sigmoid)    test_kernels::test_gaussian_head
 and its ``_grad``
-``reparameterize``,           ``reparameterize_kl``           ``reparameterize_kl_numpy``                 test_kernels::test_reparameterize_kl
+``reparameterize``,             ``reparameterize_kl``           ``reparameterize_kl_numpy``                 test_kernels::test_reparameterize_kl
 ``kl_standard_normal``,
 ``log_standard_normal``,
 ``log_diag_gaussian``
-``reparameterize_backward``,  ``reparameterize_kl_backward``  ``reparameterize_kl_backward_numpy``        test_kernels::test_reparameterize_kl_backward
-``estimator_a_backward``,                                     (``estimator_a_backward``,
-``estimator_b_backward``                                      ``estimator_b_backward``, ...)
-``decayed_gradient`` +        ``sgd_step``                    ``sgd_step_numpy``                          test_kernels::test_optimizer_steps  
+``reparameterize_backward``,    ``reparameterize_kl_backward``  ``reparameterize_kl_backward_numpy``        test_kernels::test_reparameterize_kl_backward
+``estimator_a_backward``,                                       (``estimator_a_backward``,
+``estimator_b_backward``                                        ``estimator_b_backward``, ...)
+``decayed_gradient`` +          ``sgd_step``                    ``sgd_step_numpy``                          test_kernels::test_optimizer_steps  
 ``sgd_update``
-``decayed_gradient`` +        ``adagrad_step``                ``adagrad_step_numpy``                      test_kernels::test_optimizer_steps  
+``decayed_gradient`` +          ``adagrad_step``                ``adagrad_step_numpy``                      test_kernels::test_optimizer_steps  
 ``adagrad_update``
-``decayed_gradient`` +        ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
+``decayed_gradient`` +          ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
 ``adam_update``
-``utils.check_matrix``        ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
-``np.exp``/``tanh``/``log1p`` ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
-                              ``log1p_unit``
-============================  ==============================  ==========================================  =====================================
+``utils.check_matrix``          ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
+``np.exp``/``tanh``/``log1p``   ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
+                                ``log1p_unit``
+==============================  ==============================  ==========================================  =====================================
 
 What stays arithmetic of its own in the kernels, and why: the loops themselves
 (fused so each array is read once), the vectorisable ``exp_``/``tanh_``/``log1p_unit``
