@@ -260,7 +260,8 @@ def cmd_train(args):
         stale_pid = check_unlocked(out)
         if out.is_dir() and any((out / name).exists() for name in ("checkpoint.npz", "config.json", "history.json")):
             if stale_pid is None or (out / "checkpoint.npz").exists():
-                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it "
+                                      "or choose another --out.")
             print(f"minivae: the run in {out} was killed (pid {stale_pid}) before its first checkpoint; "
                   "starting it again.", flush=True)
     data = _load_data(cfg, download=not args.no_download)      # before anything is written
