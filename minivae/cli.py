@@ -99,12 +99,16 @@ def _read_json(path, what):
         raise CorruptFileError(f"{path} is not a text file; restore it or start a new run.") from e
 
 
-def _resume_config(args, out):
+def _resume_config(args, out, stale_pid=None):
     """The configuration a resumed run continues with: the saved one, plus a new budget if given."""
     from .checkpoint import load_checkpoint
     ckpt = out / "checkpoint.npz"
     if not ckpt.is_file():
         what = "is a directory" if ckpt.is_dir() else "does not exist"
+        if stale_pid is not None and not ckpt.exists():
+            raise FileNotFoundError(f"--resume: {ckpt} does not exist: the run there was killed (pid {stale_pid}) "
+                                    "before its first checkpoint, so there is nothing to resume; run the same "
+                                    "command without --resume to start it again.")
         raise FileNotFoundError(f"--resume: {ckpt} {what}, so there is nothing to resume; "
                                 "drop --resume to start a new run in another --out.")
     if (out / "config.json").is_file():
@@ -240,34 +244,51 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}   # 128 + the signal's n
 
 def cmd_train(args):
     from .fast import aevb_step
-    from .rundir import fresh_run_dir, run_lock
+    from .rundir import check_unlocked, fresh_run_dir, run_lock
     from .train import TrainingDiverged, TrainingInterrupted, fit
     from .utils import remove_stale_parts
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the run directory to continue.")
         out = Path(args.out)
-        cfg = _resume_config(args, out)
+        cfg = _resume_config(args, out, check_unlocked(out))    # a live owner: one line naming its pid
     else:
         cfg = _config_from_args(args)
         out = Path(args.out or f"runs/{cfg.dataset}-J{cfg.J}")
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a directory; choose another --out.")
+        stale_pid = check_unlocked(out)
         if out.is_dir() and any((out / name).exists() for name in ("checkpoint.npz", "config.json", "history.json")):
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+            if stale_pid is None or (out / "checkpoint.npz").exists():
+                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it "
+                                      "or choose another --out.")
+            print(f"minivae: the run in {out} was killed (pid {stale_pid}) before its first checkpoint; "
+                  "starting it again.", flush=True)
     data = _load_data(cfg, download=not args.no_download)      # before anything is written
     model, opt = _build(cfg, data.x_train.shape[1])
     ckpt = out / "checkpoint.npz"
-    if args.resume:                                             # refuse a damaged or foreign checkpoint early
-        from .checkpoint import load_checkpoint
-        load_checkpoint(ckpt, model)
     N = len(data.x_train)
     step = aevb_step(model, opt, cfg.estimator, cfg.L, weight_decay=1.0 / N if cfg.weight_decay else 0.0,
                      fast=not args.readable)
+    if args.resume:                               # refuse a damaged or foreign checkpoint before writing anything
+        from .checkpoint import load_checkpoint
+        step.load_state_dict(load_checkpoint(ckpt, model)["step_state"])
     evaluate = None
     with fresh_run_dir(out), run_lock(out):
         remove_stale_parts(out)                                 # what a killed run left half-written
-        _write_json(out / "config.json", cfg.to_dict())
+        written = []
+
+        def write_config(*_):     # on resume, once fit has accepted the checkpoint: a failed resume rewrites nothing
+            if not written:
+                _write_json(out / "config.json", cfg.to_dict())
+                written.append(True)
+
+        def on_eval(history):
+            write_config()
+            _write_history(out, history)
+
+        if not args.resume:
+            write_config()
         path = "fast (fused Numba kernels)" if type(step).__name__ == "FastAEVB" else "readable NumPy"
         print(f"minivae: {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "
               f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {path} path -> {out}",
@@ -278,7 +299,7 @@ def cmd_train(args):
                           samples=cfg.samples, epochs=cfg.epochs, binarize=cfg.binarize == "dynamic",
                           seed=cfg.seed, eval_points=cfg.eval_points, eval_train_size=cfg.eval_train_size,
                           progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every,
-                          resume=args.resume, config=cfg.to_dict(), on_eval=lambda h: _write_history(out, h),
+                          resume=args.resume, config=cfg.to_dict(), on_eval=on_eval, on_checkpoint=write_config,
                           evaluate=evaluate, catch_signals=True)
         except TrainingDiverged as e:
             print(f"minivae: {e}", file=sys.stderr)
@@ -448,6 +469,10 @@ def main(argv=None):
     from .rundir import RunLocked
     try:
         return args.func(args)
+    except KeyboardInterrupt:      # before or after training (fit itself stops with a checkpoint)
+        print("minivae: interrupted (Ctrl-C) before training started or after it ended; the files written so far "
+              "are whole (a run with a checkpoint continues with --resume).", file=sys.stderr)
+        return EXIT_SIGNAL[signal.SIGINT]
     except MemoryError:
         print("minivae: error: out of memory; choose a smaller model (-H, -J) or minibatch (-M, -L).",
               file=sys.stderr)
