@@ -137,11 +137,15 @@ class Optimizer:
         d = {f"state.{k}": v for k, v in self.state.items()}
         d["t"] = np.array(self.t)
         d["lr"] = np.array(self.lr)
+        d["n_state"] = np.array(len(self.state))   # so a checkpoint with an array missing is refused
         return d
 
     def load_state_dict(self, d, params=None):
         """Restore ``state_dict()``; with ``params``, check each state array's shape and dtype first."""
         state = {k[len("state."):]: np.array(v) for k, v in d.items() if k.startswith("state.")}
+        if "n_state" in d and int(d["n_state"]) != len(state):
+            raise ValueError(f"the optimiser state is incomplete: {len(state)} of its {int(d['n_state'])} arrays "
+                             "are there; the checkpoint was damaged.")
         if params is not None:
             for key, v in state.items():
                 p = params.get(key.rsplit(".", 1)[0] if key not in params else key)

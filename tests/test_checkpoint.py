@@ -142,3 +142,16 @@ def test_a_directory_in_place_of_the_checkpoint(tmp_path):
     (tmp_path / "c.npz").mkdir()
     with pytest.raises(FileNotFoundError, match="a directory there"):
         load_checkpoint(tmp_path / "c.npz")
+
+
+def test_an_optimizer_state_array_missing_is_refused(tmp_path):
+    """Resuming with one parameter's Adam state gone would silently restart it at zero: refused instead."""
+    path = tmp_path / "c.npz"
+    model = VAE(6, 5, 2, random_state=0)
+    _save(path, model)
+    entries = _entries(path)
+    del entries["step/optimizer/state.enc.mu.W.v"]
+    np.savez(path, **entries)
+    ck = load_checkpoint(path, model)
+    with pytest.raises(ValueError, match="optimiser state is incomplete: 19 of its 20 arrays"):
+        AEVB(model, Adam(0.01)).load_state_dict(ck["step_state"])
