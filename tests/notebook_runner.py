@@ -34,7 +34,6 @@ def quick_environment():
     """The kernel's environment: quick mode, this checkout of minivae, the real data when present."""
     env = dict(os.environ)
     env.pop("MINIVAE_FULL", None)
-    env["MINIVAE_QUICK"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     if not env.get("MINIVAE_DATA") and real_data_dir().is_dir():
         env["MINIVAE_DATA"] = str(real_data_dir())

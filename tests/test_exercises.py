@@ -279,7 +279,7 @@ def _execute(path, tmp_path, monkeypatch):
         KernelSpecManager().get_kernel_spec("python3")
     except NoSuchKernel:
         pytest.skip("no 'python3' Jupyter kernel is installed (python -m ipykernel install --user)")
-    monkeypatch.setenv("MINIVAE_QUICK", "1")
+    monkeypatch.delenv("MINIVAE_FULL", raising=False)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
