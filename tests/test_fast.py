@@ -269,6 +269,45 @@ def test_changing_minibatch_size_between_steps():
         assert a.shape == b.shape and relative_error(a, b) < 1e-12
 
 
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_a_non_finite_loss_changes_no_parameter_on_either_path(optimizer):
+    """The update is fused into the backward pass, but only after the loss is known to be finite."""
+    for step_class in (AEVB, FastAEVB):
+        model = _small()
+        model.params["enc.log_var.b"][...] = 1000.0                    # sigma^2 = inf: the KL, hence the loss, is inf
+        before = {k: p.copy() for k, p in model.params.items()}
+        opt = OPTIMIZERS[optimizer]()
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = step_class(model, opt, weight_decay=0.1)(np.full((4, 6), 0.5), None, np.random.default_rng(0))
+        assert not np.isfinite(result.loss)
+        assert opt.t == 0 and not opt.state
+        for k in before:
+            np.testing.assert_array_equal(model.params[k], before[k])
+
+
+def test_the_fused_update_is_optimizer_step(monkeypatch):
+    """FastAEVB's update inside the backward pass against fast_loss_and_grads then optimizer.step (readable),
+    over three steps of Adam (whose update depends on t): float64, 1e-12."""
+    results = []
+    for fused in (True, False):
+        model = VAE(D=30, H=(20, 10), J=4, init="glorot", random_state=0)
+        opt = Adam(0.01)
+        step = FastAEVB(model, opt, "B", 2, weight_decay=1e-3)
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            x = rng.random((16, 30))
+            if fused:
+                step(x, None, rng)
+            else:
+                eps = model.sample_eps(16, 2, rng)
+                step.loss_and_grads(x, eps)
+                opt.step(model.params, model.grads, weight_decay=1e-3)
+        results.append(({k: p.copy() for k, p in model.params.items()}, opt.state_dict()))
+    for k in results[0][0]:
+        assert relative_error(results[0][0][k], results[1][0][k]) <= 1e-12, k
+    assert int(results[0][1]["t"]) == int(results[1][1]["t"]) == 3
+
+
 def test_bad_input_gets_the_same_error_on_both_paths():
     model = VAE(D=6, H=5, J=3, random_state=0)
     fast = FastAEVB(model, SGD(0.1))
