@@ -33,6 +33,7 @@ class _Workspace:
 
     def __init__(self, model, M, L):
         R, D, J, hs = L * M, model.D, model.J, model.H
+        self.enc_layers, self.dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
         new = lambda *shape: np.empty(shape, dtype=model.dtype)  # noqa: E731
         last = hs[-1] if hs else D                       # what the encoder heads see
         self.x = new(M, D)                               # x in the model's dtype, when it is not already
@@ -80,14 +81,14 @@ class _Updates:
     number; each is updated only after its last use in the step.
     """
 
-    def __init__(self, optimizer, params, weight_decay):
-        self.optimizer, self.weight_decay = optimizer, weight_decay
+    def __init__(self, optimizer, params, weight_decay, views):
+        self.optimizer, self.weight_decay, self.views = optimizer, weight_decay, views
         self.names = {id(p): name for name, p in params.items()}
         self.done = 0
         optimizer.t += 1
 
     def __call__(self, p, g):
-        _update_one(self.optimizer, self.names[id(p)], p, g, self.weight_decay)
+        _update_one(self.optimizer, self.names[id(p)], p, g, self.weight_decay, self.views)
         self.done += 1
 
 
@@ -100,11 +101,11 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
     backward pass, each array right after its gradient (and its last use), if
     the loss is finite; then the returned loss and bound are those before the update.
     """
-    enc_layers, dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
     x = _checked_x(model, x)
     eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
     L, M, J = eps.shape
     ws = _workspace(workspaces, model, M, L)
+    enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
     if x.dtype != model.dtype or not x.flags.c_contiguous:
         np.copyto(ws.x, x)
         x = ws.x
@@ -150,7 +151,9 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
     mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
     elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
     loss = -float(np.mean(elbo))
-    upd = _Updates(update[0], model.params, update[1]) if update is not None and np.isfinite(loss) else None
+    upd = None
+    if update is not None and np.isfinite(loss):
+        upd = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {})
 
     def gradient_of_weight(lin, h_in, d_out, dx=None):
         """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated."""
@@ -205,9 +208,28 @@ def _flat(arrays):
     return tuple(a.reshape(-1) for a in arrays)
 
 
-def _update_one(optimizer, name, p, g, weight_decay):
+def _flat_views(views, arrays):
+    """:func:`_flat` of ``arrays``, kept in ``views`` (a dict the caller keeps) under the arrays' identities.
+
+    A kept view holds its array, so the identity cannot be reused by another array meanwhile.
+    """
+    key = tuple(map(id, arrays))
+    flat = views.get(key, False)
+    if flat is False:
+        if len(views) > 64:                      # arrays were replaced (a checkpoint loaded): forget the old ones
+            views.clear()
+        flat = views[key] = _flat(arrays)
+    return flat
+
+
+def _update_one(optimizer, name, p, g, weight_decay, views=None):
     """One array's share of ``optimizer.step``: a fused kernel, or the readable update if it cannot take it."""
     kind = type(optimizer)
+    if kind is Adagrad and views is not None and name in optimizer.state:      # the usual case, in a few us
+        flat = _flat_views(views, (p, g, optimizer.state[name]))
+        if flat is not None:
+            K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
+            return
     if kind is Adagrad:
         flat = _flat((p, g, optimizer._slot(name, p)))
         if flat is not None:
@@ -261,6 +283,7 @@ class FastAEVB(AEVB):
         if reason is not None:
             raise FastPathUnavailable(reason)
         self._workspaces = {}
+        self._views = {}                       # flat views of (parameter, gradient, Adagrad state) arrays
 
     def loss_and_grads(self, x, eps):
         """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""
@@ -271,5 +294,5 @@ class FastAEVB(AEVB):
         _check_decay(self.weight_decay)
         eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J), as the readable step
         loss, elbo = fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
-                                         update=(self.optimizer, self.weight_decay))
+                                         update=(self.optimizer, self.weight_decay, self._views))
         return StepResult(loss, elbo)
