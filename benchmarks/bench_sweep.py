@@ -27,6 +27,7 @@ import sys
 
 CHILD = r"""
 import json, sys, time
+sys.path.insert(0, ROOT)
 import numpy as np
 from minivae import threads
 n_threads, seconds, dtype, J = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -50,8 +51,11 @@ print(json.dumps({"samples_per_s": 100 * n / (time.perf_counter() - t0)}))
 """
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # this checkout's minivae
+
+
 def run(n_procs, threads_each, args, env):
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(threads_each), str(args.seconds), args.dtype,
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD.replace("ROOT", repr(ROOT)), str(threads_each), str(args.seconds), args.dtype,
                                str(args.J)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for _ in range(n_procs)]
     for p in procs:

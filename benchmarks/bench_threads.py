@@ -31,6 +31,7 @@ import time
 
 CHILD = r"""
 import json, sys, time
+sys.path.insert(0, ROOT)
 import numpy as np
 from minivae import threads
 setting, steps, dtype = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -50,6 +51,8 @@ for i in range(steps):
 print(json.dumps({"ms": 1e3 * (time.perf_counter() - t0) / steps, "threads": chosen["threads"],
                   "blas": chosen["blas"], "numba": chosen["numba"]}))
 """
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # this checkout's minivae
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
                "GOTO_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -72,7 +75,7 @@ def main():
         for r in range(args.repeat):
             order = settings[r % 3:] + settings[:r % 3]
             for s in order:
-                out = subprocess.run([sys.executable, "-c", CHILD, s, str(args.steps), args.dtype], env=env,
+                out = subprocess.run([sys.executable, "-c", CHILD.replace("ROOT", repr(ROOT)), s, str(args.steps), args.dtype], env=env,
                                      capture_output=True, text=True, check=True).stdout
                 runs[s].append(json.loads(out.strip().splitlines()[-1]))
     finally:

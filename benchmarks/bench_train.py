@@ -59,6 +59,9 @@ import sys
 import tempfile
 import time
 
+# the minivae of this checkout, not another installed copy (python puts benchmarks/, not the root, on the path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 D, H, J, M, L, LR, N_DATA = 784, 500, 20, 100, 1, 0.02, 60000
 
 
@@ -96,6 +99,7 @@ if ARGS is not None:  # thread counts must be set before numpy, numba, torch or 
 
 import numpy as np  # noqa: E402
 
+from minivae import __file__ as minivae_file  # noqa: E402
 from minivae.fast import kernels  # noqa: E402
 from minivae.fast.step import FastAEVB  # noqa: E402
 from minivae.model import VAE  # noqa: E402
@@ -548,6 +552,7 @@ def main(args):
               f"{ec['max_rel_diff']:.1e} (final bound {ec['final_bound']:.2f} nats; "
               f"NumPy {ec['seconds_numpy']:.1f} s, Numba {ec['seconds_numba']:.1f} s)")
     print(json.dumps(results))
+    print(f"(minivae from {os.path.dirname(minivae_file)})")
 
 
 if __name__ == "__main__":
