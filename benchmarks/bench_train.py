@@ -1,15 +1,21 @@
-"""Training-step throughput of the paper's MNIST model: NumPy path, Numba path, PyTorch.
+"""Training-step throughput of the paper's MNIST model: NumPy path, Numba path, PyTorch, JAX.
 
 The model and step of Kingma & Welling's MNIST experiment: 784-500-20, tanh,
 Bernoulli decoder, M = 100, L = 1, estimator B, Adagrad with lr 0.02, weight
 decay as the N(0, I) parameter prior (1/N with N = 60000). One step is what
-``minivae.train`` does: draw eps, ``loss_and_grads``, ``optimizer.step``.
+``minivae.train.fit`` runs: ``step(x, idx, rng)`` of the readable
+``minivae.steps.AEVB`` (the NumPy path) or of ``minivae.fast.step.FastAEVB``
+(the Numba path): draw eps, the gradient, the Adagrad update.
 
 Prints a table, then one JSON line with every number:
 
 1. samples/s of the NumPy path and the Numba path of minivae, and of the same
    model in PyTorch (autograd, ``torch.optim.Adagrad``, its CPU ``fused``
-   update when available) if torch is installed, in float32 and float64. All
+   update when available) if torch is installed, and in JAX (the whole step,
+   ``value_and_grad`` and a hand-written Adagrad with the same weight decay,
+   in one ``jax.jit`` with the parameters and the Adagrad state donated) if
+   jax is installed, in float32 and float64. Neither is a dependency of
+   minivae; each is skipped, with a note, when not installed. All
    start from the same initial weights and see the same minibatches (real MNIST
    grey levels, or random binary images of the same shape with
    ``--random-data`` or when MNIST is not found). Contenders are interleaved:
@@ -37,7 +43,8 @@ OpenBLAS's, Numba's and torch's thread counts alike.
 Usage::
 
     python benchmarks/bench_train.py [--threads 2] [--repeat 15] [--steps 30] [--data-dir DIR]
-                                     [--random-data] [--no-torch] [--no-latency] [--check-epoch] [--breakdown]
+                                     [--random-data] [--no-torch] [--no-jax] [--no-numpy] [--no-latency]
+                                     [--floor] [--check-epoch] [--breakdown]
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ import sys
 import tempfile
 import time
 
+# the minivae of this checkout, not another installed copy (python puts benchmarks/, not the root, on the path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 D, H, J, M, L, LR, N_DATA = 784, 500, 20, 100, 1, 0.02, 60000
 
 
@@ -64,6 +74,13 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $MINIVAE_DATA, cache)")
     parser.add_argument("--random-data", action="store_true", help="random binary images instead of MNIST")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-jax", action="store_true", help="skip JAX even if installed")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (only with --threads 1: on a "
+                             "machine busy with other jobs it leaves out the time the step waited for a core)")
+    parser.add_argument("--no-numpy", action="store_true", help="skip minivae's readable NumPy path")
+    parser.add_argument("--floor", action="store_true", help="also measure the GEMM peak, memory bandwidth "
+                        "and the step's fraction of its physical floor")
     parser.add_argument("--no-latency", action="store_true", help="skip the fresh-process measurements")
     parser.add_argument("--cold-runs", type=int, default=1, help="fresh processes with an empty Numba cache")
     parser.add_argument("--check-epoch", action="store_true",
@@ -73,16 +90,21 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
-if ARGS is not None:  # thread counts must be set before numpy, numba or torch start their pools
+if ARGS is not None:  # thread counts must be set before numpy, numba, torch or jax start their pools
     for var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
+    if ARGS.threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 import numpy as np  # noqa: E402
 
-from minivae import kernels  # noqa: E402
-from minivae.backend import use_backend  # noqa: E402
+from minivae import __file__ as minivae_file  # noqa: E402
+from minivae.fast import kernels  # noqa: E402
+from minivae.fast.step import FastAEVB  # noqa: E402
 from minivae.model import VAE  # noqa: E402
 from minivae.optim import Adagrad  # noqa: E402
+from minivae.steps import AEVB  # noqa: E402
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -104,23 +126,21 @@ def load_batches(args, n_batches=60):
 
 # --- contenders: each is a function run(k) doing k training steps --------------------------------
 
-def minivae_contender(backend, dtype, batches):
+def minivae_contender(fast, dtype, batches):
+    """k training steps of minivae's readable AEVB step or of its fast twin, as fit runs them."""
     model = VAE(D, H, J, decoder="bernoulli", activation="tanh", init="paper", dtype=dtype, random_state=0)
-    opt = Adagrad(LR)
+    step = (FastAEVB if fast else AEVB)(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA)
     rng = np.random.default_rng(1)
     data = [b.astype(dtype) for b in batches]
     state = {"i": 0}
 
     def run(k):
-        with use_backend(backend):
-            for _ in range(k):
-                x = data[state["i"] % len(data)]
-                state["i"] += 1
-                eps = model.sample_eps(M, L, rng)
-                model.loss_and_grads(x, eps, "B")
-                opt.step(model.params, model.grads, weight_decay=1.0 / N_DATA)
+        for _ in range(k):
+            x = data[state["i"] % len(data)]
+            state["i"] += 1
+            step(x, None, rng)
 
-    run.model, run.data = model, data
+    run.model, run.data, run.step = model, data, step
     return run
 
 
@@ -128,7 +148,7 @@ def matmul_contender(numba_run):
     """The 11 products of a Numba step of this model, same shapes, same buffers, nothing else."""
     model, data = numba_run.model, numba_run.data
     numba_run(1)                                            # make sure the buffers exist
-    ws = model._numba_workspaces[(M, L)]                    # the Numba step's own buffers
+    ws = numba_run.step._workspaces[(M, L)]                 # the Numba step's own buffers
     enc_h, dec_h, out = model.encoder.trunk.layers[0], model.decoder.trunk.layers[0], model.decoder.logits
     W_h, W_d, W_y = enc_h.params["W"], dec_h.params["W"], out.params["W"]
     g_h, g_d, g_y = enc_h.grads["W"], dec_h.grads["W"], out.grads["W"]
@@ -204,9 +224,56 @@ def torch_contender(dtype, batches, threads):
     return run
 
 
+def jax_contender(dtype, batches):
+    """The same model and step in JAX: value_and_grad and Adagrad in one jax.jit, buffers donated."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)           # float64 arrays stay float64; float32 ones float32
+    init = VAE(D, H, J, dtype="float64", random_state=0).params
+    params = {k: jnp.asarray(v.astype(dtype)) for k, v in init.items()}
+    accum = {k: jnp.zeros_like(v) for k, v in params.items()}
+    lr, decay, tiny = (np.dtype(dtype).type(v) for v in (LR, 1.0 / N_DATA, 1e-10))
+
+    def loss_fn(p, x, eps):
+        h = jnp.tanh(x @ p["enc.h.0.W"] + p["enc.h.0.b"])
+        mu = h @ p["enc.mu.W"] + p["enc.mu.b"]
+        log_var = h @ p["enc.log_var.W"] + p["enc.log_var.b"]
+        z = mu + jnp.exp(0.5 * log_var) * eps
+        logits = jnp.tanh(z @ p["dec.h.0.W"] + p["dec.h.0.b"]) @ p["dec.logits.W"] + p["dec.logits.b"]
+        log_px = jnp.sum(x * logits - jax.nn.softplus(logits), axis=1)
+        kl = -0.5 * jnp.sum(1.0 + log_var - mu * mu - jnp.exp(log_var), axis=1)
+        return -jnp.mean(log_px - kl)
+
+    def step(p, G, x, eps):
+        loss, g = jax.value_and_grad(loss_fn)(p, x, eps)
+        g = {k: g[k] + decay * p[k] for k in p}                      # the N(0, I) prior as weight decay 1/N
+        G = {k: G[k] + g[k] * g[k] for k in p}
+        p = {k: p[k] - lr * g[k] / (jnp.sqrt(G[k]) + tiny) for k in p}
+        return p, G, loss
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    data = [jnp.asarray(b.astype(dtype)) for b in batches]
+    rng = np.random.default_rng(1)
+    state = {"i": 0, "p": params, "G": accum}
+
+    def run(k):
+        loss = None
+        for _ in range(k):
+            x = data[state["i"] % len(data)]
+            state["i"] += 1
+            eps = rng.standard_normal((M, J), dtype=dtype)            # drawn as minivae draws it
+            state["p"], state["G"], loss = step(state["p"], state["G"], x, eps)
+        if loss is not None:
+            loss.block_until_ready()                                # JAX dispatches asynchronously
+
+    run.version = jax.__version__
+    return run
+
+
 # --- timing -----------------------------------------------------------------------------------
 
-def time_interleaved(contenders, repeat, steps, warmup=5):
+def time_interleaved(contenders, repeat, steps, warmup=5, clock=time.perf_counter):
     """Per-step seconds: {name: [one value per repetition]}, contenders taking turns."""
     for run in contenders.values():
         run(warmup)
@@ -215,9 +282,9 @@ def time_interleaved(contenders, repeat, steps, warmup=5):
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)]   # rotate who goes first
         for name in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             contenders[name](steps)
-            times[name].append((time.perf_counter() - t0) / steps)
+            times[name].append((clock() - t0) / steps)
     return times
 
 
@@ -225,19 +292,18 @@ LATENCY_CODE = """
 import numpy as np
 from minivae.model import VAE
 from minivae.optim import Adagrad
+from minivae.fast import aevb_step
 model = VAE(784, 500, 20, dtype="float32", random_state=0)
-opt = Adagrad(0.02)
+step = aevb_step(model, Adagrad(0.02), "B", 1, weight_decay=1 / 60000)
 rng = np.random.default_rng(0)
 x = (rng.random((100, 784)) < 0.13).astype(np.float32)
-loss, elbo = model.loss_and_grads(x, model.sample_eps(100, 1, rng), "B")
-opt.step(model.params, model.grads, weight_decay=1 / 60000)
-assert np.isfinite(loss)
+assert type(step).__name__ == "FastAEVB" and np.isfinite(step(x, None, rng).loss)
 """
 
 
 def fresh_process_seconds(cache_dir):
     """Wall time of a new interpreter that imports minivae, builds the model and takes one step."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, MINIVAE_BACKEND="numba")
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", LATENCY_CODE], env=env, check=True)
     return time.perf_counter() - t0
@@ -260,16 +326,13 @@ def check_epoch(args):
 
     X, _ = load_mnist("train", data_dir=args.data_dir, download=False)
     bounds, seconds = {}, {}
-    for backend in ("numpy", "numba"):
+    for backend, step_class in (("numpy", AEVB), ("numba", FastAEVB)):
         model = VAE(D, H, J, dtype="float64", random_state=0)
-        opt, rng = Adagrad(LR), np.random.default_rng(1)
+        step, rng = step_class(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA), np.random.default_rng(1)
         per_step = []
         t0 = time.perf_counter()
-        with use_backend(backend):
-            for x in minibatches(X, M, rng):
-                loss, elbo = model.loss_and_grads(x, model.sample_eps(M, L, rng), "B")
-                opt.step(model.params, model.grads, weight_decay=1.0 / N_DATA)
-                per_step.append(float(elbo.mean()))
+        for x in minibatches(X, M, rng):
+            per_step.append(float(step(x, None, rng).elbo.mean()))
         seconds[backend] = time.perf_counter() - t0
         bounds[backend] = np.array(per_step)
     rel = np.abs(bounds["numba"] - bounds["numpy"]) / np.abs(bounds["numpy"])
@@ -279,11 +342,11 @@ def check_epoch(args):
 
 def breakdown(batches, steps):
     """Milliseconds per Numba step spent in each kernel, in the matrix products and in the rest."""
-    from minivae import model as model_module
+    from minivae.fast import step as step_module
 
     out = {}
     for dtype in ("float32", "float64"):
-        run = minivae_contender("numba", dtype, batches)
+        run = minivae_contender(True, dtype, batches)
         run(5)
         spent = {}
 
@@ -295,25 +358,24 @@ def breakdown(batches, steps):
                 return r
             return wrapper
 
-        names = ["bias_act", "bias_act_backward", "bernoulli_head", "reparameterize_kl",
-                 "reparameterize_kl_backward", "adagrad_step", "count_bad"]
-        saved = {n: getattr(kernels, n) for n in names}
-        saved_np = model_module.np
+        names = [n for n in ("bias_act", "bias_act_backward", "bernoulli_head", "reparameterize_kl",
+                             "reparameterize_kl_backward", "adagrad_step", "count_bad") if hasattr(kernels, n)]
+        fake_k = type(sys)("kernels_timed")
+        fake_k.__dict__.update(kernels.__dict__)
         fake_np = type(sys)("numpy_timed")
         fake_np.__dict__.update(np.__dict__)
         fake_np.matmul = timed("matrix products", np.matmul)
         fake_np.copyto = timed("copies", np.copyto)
+        for n in names:
+            setattr(fake_k, n, timed(n, getattr(kernels, n)))
+        saved = step_module.K, step_module.np
         try:
-            for n in names:
-                setattr(kernels, n, timed(n, saved[n]))
-            model_module.np = fake_np
+            step_module.K, step_module.np = fake_k, fake_np
             t0 = time.perf_counter()
             run(steps)
             total = time.perf_counter() - t0
         finally:
-            for n in names:
-                setattr(kernels, n, saved[n])
-            model_module.np = saved_np
+            step_module.K, step_module.np = saved
         row = {k: 1e3 * v / steps for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
         row["rest (Python, eps, checks)"] = 1e3 * total / steps - sum(row.values())
         row["total"] = 1e3 * total / steps
@@ -321,60 +383,119 @@ def breakdown(batches, steps):
     return out
 
 
+def step_flops():
+    """Floating-point operations of the 11 matrix products of one step (2 m k n each)."""
+    R = L * M
+    products = [(M, D, H), (M, H, 2 * J), (R, J, H), (R, H, D),          # forward
+                (H, R, D), (R, D, H), (J, R, H), (R, H, J),              # decoder backward
+                (H, M, 2 * J), (M, 2 * J, H), (D, M, H)]                 # encoder backward
+    return sum(2 * m * k * n for m, k, n in products)
+
+
+def physical_floor(repeat=7):
+    """GEMM peak (flop/s) and memory bandwidth (bytes/s) as measured here, per dtype."""
+    out = {}
+    for dtype in ("float32", "float64"):
+        n = 1536
+        rng = np.random.default_rng(0)
+        a, b = rng.random((n, n)).astype(dtype), rng.random((n, n)).astype(dtype)
+        c = np.empty((n, n), dtype)
+        np.matmul(a, b, out=c)
+        t = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            np.matmul(a, b, out=c)
+            t.append(time.perf_counter() - t0)
+        peak = 2 * n ** 3 / min(t)
+        size = 8 * 2 ** 20                                             # 8 M elements: far beyond the caches
+        u, v = np.ones(size, dtype), np.ones(size, dtype)
+        w = np.empty(size, dtype)
+        t = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            np.add(u, v, out=w)                                        # reads 2 arrays, writes 1
+            t.append(time.perf_counter() - t0)
+        bandwidth = 3 * size * np.dtype(dtype).itemsize / min(t)
+        n_params = D * H + H + 2 * (H * J + J) + J * H + H + H * D + D
+        adagrad_bytes = 5 * n_params * np.dtype(dtype).itemsize        # read p, g, G; write p, G
+        floor = step_flops() / peak + adagrad_bytes / bandwidth
+        out[dtype] = {"gemm_peak_gflops": peak / 1e9, "bandwidth_gb_s": bandwidth / 1e9,
+                      "step_gflop": step_flops() / 1e9, "adagrad_mb": adagrad_bytes / 1e6,
+                      "floor_ms": 1e3 * floor}
+    return out
+
+
 # --- main ---------------------------------------------------------------------------------------
+
+def _quartiles(values):
+    if len(values) < 2:
+        return [values[0], values[0]]
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return [q1, q3]
+
 
 def main(args):
     import numba
 
     batches, data_desc = load_batches(args)
-    torch_version = None
-    if not args.no_torch:
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__}
+    for name, skip in (("torch", args.no_torch), ("jax", args.no_jax)):
+        if skip:
+            continue
         try:
-            import torch
-            torch_version = torch.__version__
+            versions[name] = __import__(name).__version__
         except ImportError:
-            pass
+            print(f"({name} is not installed: its row is left out; pip install {name} to compare, "
+                  "it is never a dependency of minivae)", file=sys.stderr)
     dtypes = ("float32", "float64")
     contenders = {}
     opt_kind = None
     for dt in dtypes:
-        contenders[f"numpy/{dt}"] = minivae_contender("numpy", dt, batches)
-        contenders[f"numba/{dt}"] = minivae_contender("numba", dt, batches)
+        if not args.no_numpy:
+            contenders[f"numpy/{dt}"] = minivae_contender(False, dt, batches)
+        contenders[f"numba/{dt}"] = minivae_contender(True, dt, batches)
         contenders[f"matmul/{dt}"] = matmul_contender(contenders[f"numba/{dt}"])
-        if torch_version:
+        if "torch" in versions:
             contenders[f"torch/{dt}"] = torch_contender(dt, batches, args.threads)
             opt_kind = contenders[f"torch/{dt}"].opt_kind
-    load_before = os.getloadavg()[0]
-    times = time_interleaved(contenders, args.repeat, args.steps)
+        if "jax" in versions:
+            contenders[f"jax/{dt}"] = jax_contender(dt, batches)
+    load_before = os.getloadavg()
+    if args.clock == "cpu" and args.threads != 1:
+        raise SystemExit("--clock cpu needs --threads 1 (with more threads CPU time adds up over them).")
+    times = time_interleaved(contenders, args.repeat, args.steps,
+                             clock=time.process_time if args.clock == "cpu" else time.perf_counter)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
 
     def ratios(a, b):  # per-repetition ratios of speeds, b_time / a_time
         return [tb / ta for ta, tb in zip(times[a], times[b])]
 
-    def ratio(a, b):  # their median
-        return statistics.median(ratios(a, b))
-
     results = {"data": data_desc, "threads": args.threads, "repeat": args.repeat, "steps": args.steps,
-               "load_average_1min": [load_before, os.getloadavg()[0]],
-               "threading_layer": numba.threading_layer(), "versions": {
-                   "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-                   "torch": torch_version}, "torch_adagrad": opt_kind, "cpu": platform.processor() or platform.machine()}
+               "clock": args.clock,
+               "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+               "threading_layer": numba.threading_layer(), "versions": versions, "torch_adagrad": opt_kind,
+               "cpu": platform.processor() or platform.machine()}
+    names = ("numpy", "numba", "matmul", "torch", "jax")
     for dt in dtypes:
-        r = {f"{c}_ms": 1e3 * med[f"{c}/{dt}"] for c in ("numpy", "numba", "matmul", "torch") if f"{c}/{dt}" in med}
-        r.update({f"{c}_best_ms": 1e3 * best[f"{c}/{dt}"] for c in ("numpy", "numba", "matmul", "torch")
-                  if f"{c}/{dt}" in best})
-        r.update({f"{c}_samples_per_s": M / med[f"{c}/{dt}"] for c in ("numpy", "numba", "torch")
-                  if f"{c}/{dt}" in med})
-        r["numba_over_numpy"] = ratio(f"numba/{dt}", f"numpy/{dt}")
-        if torch_version:
-            r["numba_over_torch"] = ratio(f"numba/{dt}", f"torch/{dt}")
+        r = {f"{c}_ms": 1e3 * med[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in med}
+        r.update({f"{c}_ms_quartiles": [1e3 * q for q in _quartiles(times[f"{c}/{dt}"])]
+                  for c in names if f"{c}/{dt}" in med})
+        r.update({f"{c}_best_ms": 1e3 * best[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in best})
+        r.update({f"{c}_samples_per_s": M / med[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in med})
+        for other in ("numpy", "torch", "jax"):
+            if f"{other}/{dt}" in med:
+                rs = ratios(f"numba/{dt}", f"{other}/{dt}")
+                r[f"numba_over_{other}"] = statistics.median(rs)
+                r[f"numba_over_{other}_quartiles"] = _quartiles(rs)
         shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"numba/{dt}")]
         r["matmul_share_of_numba_step"] = statistics.median(shares)
-        if len(shares) >= 2:
-            q1, _, q3 = statistics.quantiles(shares, n=4)
-            r["matmul_share_quartiles"] = [q1, q3]
+        r["matmul_share_quartiles"] = _quartiles(shares)
         results[dt] = r
+    if args.floor:
+        results["floor"] = physical_floor()
+        for dt in dtypes:
+            results["floor"][dt]["numba_fraction_of_floor"] = results["floor"][dt]["floor_ms"] / results[dt]["numba_ms"]
     if not args.no_latency:
         warm, cold = latency(args.cold_runs)
         results["first_step_fresh_process_s"] = {"warm_cache": warm, "cold_cache": cold}
@@ -383,31 +504,39 @@ def main(args):
     if args.breakdown:
         results["breakdown_ms"] = breakdown(batches, 10 * args.steps)
 
+    la = results["load_average"]
     print(f"minivae training step: {D}-{H}-{J} tanh, Bernoulli, M={M}, L={L}, estimator B, "
           f"Adagrad lr {LR}, weight decay 1/{N_DATA}")
-    print(f"data: {data_desc}; threads: {args.threads} (OpenBLAS, Numba [{results['threading_layer']}], torch); "
-          f"medians (and best) of {args.repeat} x {args.steps} steps; load average "
-          f"{load_before:.1f} before, {results['load_average_1min'][1]:.1f} after")
-    print(f"{'':28s}{'float32':>30s}{'float64':>30s}")
-    print(f"{'':28s}" + f"{'ms/step':>10s}{'(best)':>9s}{'samples/s':>11s}" * 2)
+    print(f"data: {data_desc}; threads: {args.threads} (OpenBLAS, Numba [{results['threading_layer']}], torch, "
+          f"XLA); {args.clock} clock; medians (quartiles) of {args.repeat} x {args.steps} steps; load average (1, 5, 15 min) "
+          f"{' '.join(f'{v:.2f}' for v in la['before'])} before, {' '.join(f'{v:.2f}' for v in la['after'])} after")
+    print(f"{'':34s}{'float32':>32s}{'float64':>32s}")
+    print(f"{'':34s}" + f"{'ms/step':>8s}{'(quartiles)':>14s}{'samples/s':>10s}" * 2)
     rows = [("numpy", "minivae, NumPy path"), ("numba", "minivae, Numba path"),
-            ("torch", f"PyTorch, {opt_kind} Adagrad" if torch_version else None),
-            ("matmul", "matrix products only")]
+            ("torch", f"PyTorch {versions.get('torch')}, {opt_kind} Adagrad"),
+            ("jax", f"JAX {versions.get('jax')}, one jax.jit"), ("matmul", "matrix products only")]
     for key, label in rows:
-        if label is None:
+        if f"{key}_ms" not in results["float32"]:
             continue
         cells = ""
         for dt in dtypes:
-            ms = results[dt][f"{key}_ms"]
-            cells += f"{ms:10.2f}{'(' + format(results[dt][key + '_best_ms'], '.2f') + ')':>9s}{M / ms * 1e3:11.0f}"
-        print(f"{label:28s}{cells}")
+            ms, (q1, q3) = results[dt][f"{key}_ms"], results[dt][f"{key}_ms_quartiles"]
+            cells += f"{ms:8.2f}{f'({q1:.2f}-{q3:.2f})':>14s}{M / ms * 1e3:10.0f}"
+        print(f"{label:34s}{cells}")
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
-                       ("matmul_share_of_numba_step", "products / Numba step")]:
-        if key in results["float32"]:
-            print(f"{label:28s}" + "".join(f"{results[dt][key]:30.2f}" for dt in dtypes))
-    if "matmul_share_quartiles" in results["float32"]:
-        print(f"{'  (quartiles over repetitions)':28s}"
-              + "".join(f"{'%.2f-%.2f' % tuple(results[dt]['matmul_share_quartiles']):>30s}" for dt in dtypes))
+                       ("numba_over_jax", "Numba / JAX (speed)"), ("matmul_share", "products / Numba step")]:
+        k = key if key != "matmul_share" else "matmul_share_of_numba_step"
+        if k in results["float32"]:
+            qk = key + "_quartiles"
+            print(f"{label:34s}" + "".join(f"{results[dt][k]:8.2f}{'(%.2f-%.2f)' % tuple(results[dt][qk]):>14s}"
+                                          + " " * 10 for dt in dtypes))
+    if "floor" in results:
+        for dt in dtypes:
+            f = results["floor"][dt]
+            print(f"physical floor, {dt}: {f['step_gflop']:.3f} GFLOP at the measured GEMM peak of "
+                  f"{f['gemm_peak_gflops']:.0f} GFLOP/s + Adagrad's {f['adagrad_mb']:.1f} MB at "
+                  f"{f['bandwidth_gb_s']:.1f} GB/s = {f['floor_ms']:.2f} ms; the Numba step is at "
+                  f"{100 * f['numba_fraction_of_floor']:.0f}% of it")
     if "first_step_fresh_process_s" in results:
         lat = results["first_step_fresh_process_s"]
         print(f"fresh process to end of first step (float32): warm Numba cache {lat['warm_cache']:.2f} s, "
@@ -423,6 +552,7 @@ def main(args):
               f"{ec['max_rel_diff']:.1e} (final bound {ec['final_bound']:.2f} nats; "
               f"NumPy {ec['seconds_numpy']:.1f} s, Numba {ec['seconds_numba']:.1f} s)")
     print(json.dumps(results))
+    print(f"(minivae from {os.path.dirname(minivae_file)})")
 
 
 if __name__ == "__main__":

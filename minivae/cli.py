@@ -274,6 +274,9 @@ def cmd_train(args):
         from .checkpoint import load_checkpoint
         step.load_state_dict(load_checkpoint(ckpt, model)["step_state"])
     evaluate = None
+    if type(step).__name__ == "FastAEVB":
+        from .fast.evaluate import fast_dataset_elbo as evaluate
+    threads = _threads(args)
     with fresh_run_dir(out), run_lock(out):
         remove_stale_parts(out)                                 # what a killed run left half-written
         written = []
@@ -291,8 +294,8 @@ def cmd_train(args):
             write_config()
         path = "fast (fused Numba kernels)" if type(step).__name__ == "FastAEVB" else "readable NumPy"
         print(f"minivae: {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "
-              f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {path} path -> {out}",
-              flush=True)
+              f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {path} path, "
+              f"{threads} -> {out}", flush=True)
         t = time.perf_counter()
         try:
             history = fit(model, step, data.x_train, data.x_test, M=cfg.M, estimator=cfg.estimator,
@@ -321,6 +324,13 @@ def _positive(name, value, allow_zero=False):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}; got {value}.")
 
 
+def _threads(args):
+    """Apply the thread count (--threads, else the free cores: minivae.threads) and say what it is."""
+    from .threads import configure
+    chosen = configure(args.threads)
+    return f"{chosen['threads']} thread{'s' if chosen['threads'] > 1 else ''} ({chosen['source']})"
+
+
 def cmd_evaluate(args):
     from .evaluate import dataset_elbo, log_likelihood
     _positive("-n", args.n, allow_zero=True)
@@ -332,6 +342,10 @@ def cmd_evaluate(args):
         from .data import binarize_dynamic
         x = binarize_dynamic(x, np.random.default_rng([args.seed, 4]))
     fast = None
+    if not args.readable:
+        from .fast import evaluate as fast
+    print(f"minivae: evaluating on the {'readable NumPy' if fast is None else 'fast'} path, {_threads(args)}",
+          flush=True)
     rng = np.random.default_rng(args.seed)
     elbo_fn = dataset_elbo if fast is None else fast.fast_dataset_elbo
     t = time.perf_counter()
@@ -422,6 +436,8 @@ def build_parser():
     t.add_argument("--readable", action="store_true",
                    help="train on the readable NumPy code even where the fast path could run "
                         "(it steps aside by itself, with a warning, for any edited or unsupported model)")
+    t.add_argument("--threads", type=int, default=None,
+                   help="threads for the matrix products and kernels (default: the cores not busy with other work)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test lower bound and importance-sampled log p(x) of a trained run",
@@ -433,6 +449,8 @@ def build_parser():
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--readable", action="store_true", help="evaluate with the readable NumPy code")
+    e.add_argument("--threads", type=int, default=None,
+                   help="threads for the matrix products and kernels (default: the cores not busy with other work)")
     e.add_argument("-o", "--output", help="JSON path (default: <run>/evaluation.json, or evaluation-2.json, ... "
                                           "if that exists)")
     e.set_defaults(func=cmd_evaluate)

@@ -269,6 +269,45 @@ def test_changing_minibatch_size_between_steps():
         assert a.shape == b.shape and relative_error(a, b) < 1e-12
 
 
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_a_non_finite_loss_changes_no_parameter_on_either_path(optimizer):
+    """The update is fused into the backward pass, but only after the loss is known to be finite."""
+    for step_class in (AEVB, FastAEVB):
+        model = _small()
+        model.params["enc.log_var.b"][...] = 1000.0                    # sigma^2 = inf: the KL, hence the loss, is inf
+        before = {k: p.copy() for k, p in model.params.items()}
+        opt = OPTIMIZERS[optimizer]()
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = step_class(model, opt, weight_decay=0.1)(np.full((4, 6), 0.5), None, np.random.default_rng(0))
+        assert not np.isfinite(result.loss)
+        assert opt.t == 0 and not opt.state
+        for k in before:
+            np.testing.assert_array_equal(model.params[k], before[k])
+
+
+def test_the_fused_update_is_optimizer_step(monkeypatch):
+    """FastAEVB's update inside the backward pass against fast_loss_and_grads then optimizer.step (readable),
+    over three steps of Adam (whose update depends on t): float64, 1e-12."""
+    results = []
+    for fused in (True, False):
+        model = VAE(D=30, H=(20, 10), J=4, init="glorot", random_state=0)
+        opt = Adam(0.01)
+        step = FastAEVB(model, opt, "B", 2, weight_decay=1e-3)
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            x = rng.random((16, 30))
+            if fused:
+                step(x, None, rng)
+            else:
+                eps = model.sample_eps(16, 2, rng)
+                step.loss_and_grads(x, eps)
+                opt.step(model.params, model.grads, weight_decay=1e-3)
+        results.append(({k: p.copy() for k, p in model.params.items()}, opt.state_dict()))
+    for k in results[0][0]:
+        assert relative_error(results[0][0][k], results[1][0][k]) <= 1e-12, k
+    assert int(results[0][1]["t"]) == int(results[1][1]["t"]) == 3
+
+
 def test_bad_input_gets_the_same_error_on_both_paths():
     model = VAE(D=6, H=5, J=3, random_state=0)
     fast = FastAEVB(model, SGD(0.1))
@@ -387,3 +426,123 @@ def test_fixed_seed_epoch_on_mnist_gives_the_same_bounds(data_dir):
     if kernels.JIT_ENABLED:
         assert bounds[False][-1] > bounds[False][0] + 50          # it learns (nats per datapoint)
     np.testing.assert_allclose(bounds[True], bounds[False], rtol=1e-9, atol=0)
+
+
+# --- fast evaluation: the same draws, the same numbers --------------------------------------------
+
+from minivae.evaluate import log_likelihood  # noqa: E402
+from minivae.fast import evaluate as fast_evaluate  # noqa: E402
+from minivae.train import dataset_elbo  # noqa: E402
+
+
+def _eval_model(decoder="bernoulli", sigmoid_mean=True, dtype="float64", H=(12,)):
+    return VAE(D=30, H=H, J=4, decoder=decoder, sigmoid_mean=sigmoid_mean, init="glorot", dtype=dtype,
+               random_state=0)
+
+
+def _eval_data(dtype="float64", n=37):
+    return np.random.default_rng(1).random((n, 30)).astype(dtype)
+
+
+@pytest.mark.parametrize("H", [(12,), (), (9, 7)], ids=["one-hidden", "linear", "two-hidden"])
+@pytest.mark.parametrize("est", ["A", "B"])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_fast_dataset_elbo_is_the_readable_one(decoder, sigmoid_mean, est, H):
+    """Same number (float64, 1e-12) and the same draws: the rng ends in the same state."""
+    model, x = _eval_model(decoder, sigmoid_mean, H=H), _eval_data()
+    rng_a, rng_b = np.random.default_rng(2), np.random.default_rng(2)
+    a = dataset_elbo(model, x, rng_a, L=3, estimator=est, batch_size=10)     # 4 batches, the last one short
+    b = fast_evaluate.fast_dataset_elbo(model, x, rng_b, L=3, estimator=est, batch_size=10)
+    assert abs(a - b) <= 1e-12 * abs(a)
+    assert rng_a.bit_generator.state == rng_b.bit_generator.state
+
+
+@pytest.mark.parametrize("H", [(12,), (9, 7)], ids=["one-hidden", "two-hidden"])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_fast_log_likelihood_is_the_readable_one(decoder, sigmoid_mean, H):
+    """K = 700 in chunks of 300 (the last one short), batches of 10 of 37 points: same estimates, same draws."""
+    model, x = _eval_model(decoder, sigmoid_mean, H=H), _eval_data()
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    a = log_likelihood(model, x, K=700, rng=rng_a, batch_size=10, chunk=300)
+    b = fast_evaluate.fast_log_likelihood(model, x, K=700, rng=rng_b, batch_size=10, chunk=300)
+    assert a.dtype == b.dtype == np.float64 and a.shape == b.shape == (37,)
+    assert relative_error(a, b) <= 1e-12
+    assert rng_a.bit_generator.state == rng_b.bit_generator.state
+    # the meaning, on the fast path itself: the estimate lies above the bound (Jensen), here by a clear margin
+    elbo = np.mean(model.elbo(x, model.sample_eps(len(x), 700, np.random.default_rng(4)), "A"))
+    assert b.mean() > elbo
+
+
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_fast_evaluation_in_float32(decoder, sigmoid_mean):
+    """float32 models: the kernels compute in float32 with their own polynomials: agreement to 1e-5."""
+    model, x = _eval_model(decoder, sigmoid_mean, dtype="float32"), _eval_data("float32")
+    a = dataset_elbo(model, x, np.random.default_rng(5), L=2)
+    b = fast_evaluate.fast_dataset_elbo(model, x, np.random.default_rng(5), L=2)
+    assert abs(a - b) <= 1e-5 * abs(a)
+    a = log_likelihood(model, x, K=300, rng=np.random.default_rng(6), chunk=128)
+    b = fast_evaluate.fast_log_likelihood(model, x, K=300, rng=np.random.default_rng(6), chunk=128)
+    assert relative_error(a, b) <= 1e-5
+
+
+def test_fast_evaluation_decodes_more_rows_than_one_block():
+    """Several decoder blocks (and a short last one) for one chunk of samples."""
+    model, x = _eval_model(), _eval_data(n=9)
+    k = 2 * fast_evaluate.BLOCK_ROWS // 9 + 5                      # 9 * k rows: two full blocks and a part
+    a = log_likelihood(model, x, K=k, rng=7)
+    b = fast_evaluate.fast_log_likelihood(model, x, K=k, rng=7)
+    assert 9 * k > 2 * fast_evaluate.BLOCK_ROWS and relative_error(a, b) <= 1e-12
+
+
+def test_fast_evaluation_finds_log_px_of_the_linear_gaussian_model():
+    """log p(x) in closed form (minivae.linear_gaussian). With the encoder at the exact posterior every
+    importance weight is p(x), so the estimate is exact; with a shifted encoder mean it is within four
+    of its standard errors (std(w) / (mean(w) sqrt(K)), from the same draws) of the truth."""
+    from minivae.linear_gaussian import linear_gaussian
+    lg = linear_gaussian(D=5, J=2)
+    model, x = lg.model, lg.sample(20, rng=0)
+    exact = lg.log_px(x)
+    np.testing.assert_allclose(fast_evaluate.fast_log_likelihood(model, x, K=50, rng=8), exact, rtol=1e-12)
+    model.params["enc.mu.b"] += 0.4                                   # q no longer the posterior
+    K = 4000
+    est = fast_evaluate.fast_log_likelihood(model, x, K=K, rng=8, batch_size=20, chunk=K)
+    log_w = model.log_importance_weights(x, model.sample_eps(len(x), K, np.random.default_rng(8)))   # same draws
+    w = np.exp(log_w - log_w.max(axis=0))
+    se = w.std(axis=0) / (w.mean(axis=0) * np.sqrt(K))
+    assert np.all(se > 1e-4) and np.all(np.abs(est - exact) < 4 * se), (est - exact, se)
+
+
+def test_fast_evaluation_verified_fingerprints_are_those_of_the_code_as_it_stands():
+    """If this fails, a readable evaluation function was changed: check the twins above, then refresh
+    EVAL_VERIFIED with python -m minivae.fast.eligibility."""
+    now = eligibility.current_fingerprints(eligibility.EVAL_REPLACED)
+    assert None not in now.values()
+    assert now == eligibility.EVAL_VERIFIED
+
+
+def test_fast_evaluation_steps_aside_for_an_edited_function(monkeypatch):
+    """An edited readable evaluation function: the fast functions return what the edited code returns."""
+    import minivae.evaluate as readable
+    model, x = _eval_model(), _eval_data()
+    original = readable.logmeanexp
+    monkeypatch.setattr(readable, "logmeanexp", lambda a, axis=0: original(a, axis) + 1.0)
+    assert "minivae.evaluate.logmeanexp" in eligibility.why_not_evaluate(model)
+    a = log_likelihood(model, x, K=50, rng=9)
+    b = fast_evaluate.fast_log_likelihood(model, x, K=50, rng=9)
+    np.testing.assert_array_equal(a, b)
+    refused = _eval_model()
+    refused.decoder.trunk.layers.append(layers.Identity())           # a model the fast path does not take
+    assert "not pairs of Linear" in eligibility.why_not_evaluate(refused)
+    assert fast_evaluate.fast_dataset_elbo(refused, x, 10) == dataset_elbo(refused, x, 10)   # the readable code ran
+
+
+def test_fit_records_the_same_history_with_the_fast_evaluation():
+    rng = np.random.default_rng(0)
+    x, xt = rng.random((120, 12)), rng.random((40, 12))
+    histories = []
+    for evaluate in (None, fast_evaluate.fast_dataset_elbo):
+        model = VAE(12, 6, 2, random_state=1)
+        histories.append(fit(model, AEVB(model, Adagrad(0.05), weight_decay=1 / 120), x, xt, M=10, samples=300,
+                             seed=3, eval_points=4, progress=False, evaluate=evaluate))
+    for key in ("train_elbo", "test_elbo"):
+        np.testing.assert_allclose(histories[1][key], histories[0][key], rtol=1e-12, atol=0)

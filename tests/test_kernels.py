@@ -356,3 +356,67 @@ def test_twins_are_built_from_the_readable_functions(twin, readable):
     assert readable in inspect.getsource(twin)
     for kernel_twin in (K.sgd_step_numpy, K.adagrad_step_numpy, K.adam_step_numpy):
         assert "decayed_gradient" in inspect.getsource(kernel_twin)
+
+
+# --- forward only: the evaluation's kernels ------------------------------------------------------
+
+@pytest.mark.parametrize("r0", [0, 5])
+@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_bernoulli_ll(dtype, shape, r0):
+    """A block of rows r0, r0 + 1, ... of the sample-major decoder output, row i reading x[(r0 + i) % M]."""
+    rng = np.random.default_rng(15)
+    R, D = shape
+    M = 3 if R < 100 else 100
+    x = rng.random((M, D))
+    x[: M // 2] = x[: M // 2] < 0.5
+    a = (rng.standard_normal((R, D)) * 4).astype(dtype)
+    b = rng.standard_normal(D).astype(dtype)
+    (_, _, _, _, ll), _ = _check(K.bernoulli_ll, (a, b, x.astype(dtype), r0, _empty(dtype, R)), dtype)
+    # the same numbers as the training kernel's log-likelihood (which also computes the gradient)
+    ll_train = np.empty(R, dtype)
+    xs = x.astype(dtype)[(r0 + np.arange(R)) % M]
+    K.bernoulli_head(a, b, xs, dtype(-1.0), ll_train, np.empty((R, D), dtype), np.empty(D, dtype))
+    _close(ll, ll_train, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_bernoulli_ll_is_exact_for_extreme_logits(dtype):
+    big = 1e300 if dtype == np.float64 else 1e38
+    t = np.array([[-1e4, 1e4, big, -big, 0.0]], dtype)
+    ll = np.empty(1, dtype)
+    K.bernoulli_ll(t, np.zeros(5, dtype), np.array([[1.0, 1.0, 1.0, 0.0, 1.0]], dtype), 0, ll)
+    assert ll[0] == dtype(-1e4 - np.log(2.0))                  # -softplus(1e4) ... exactly: -1e4, 0, 0, 0, -log 2
+
+
+@pytest.mark.parametrize("sigmoid_mean", [True, False], ids=["sigmoid-mean", "linear-mean"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["serial", "threaded"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_gaussian_ll(dtype, shape, sigmoid_mean):
+    rng = np.random.default_rng(16)
+    R, D = shape
+    M = 4
+    am, alv = (rng.standard_normal((2, R, D)) * 2).astype(dtype)
+    bm, blv = rng.standard_normal((2, D)).astype(dtype)
+    x = rng.random((M, D)).astype(dtype)
+    args = (am, bm, alv, blv, x, sigmoid_mean, 3, _empty(dtype, R))
+    _check(K.gaussian_ll, args, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_log_mean_exp_accumulate(dtype):
+    """Chunk after chunk, the running log sum_k w_k of the importance-sampled log p(x)."""
+    rng = np.random.default_rng(17)
+    k, M = 300, 7
+    log_w = (rng.standard_normal((k, M)) * 30 - 100).astype(dtype)
+    log_w[:, 3] = -np.inf                                         # every weight 0: log(0) = -inf, no NaN
+    log_w[5, 4] = 700.0                                           # one dominant weight: exp would overflow unshifted
+    total = np.full(M, -np.inf)
+    for chunk in (log_w[:120], log_w[120:]):                      # two chunks, a -inf start, then a finite one
+        (_, total_kernel), _ = _check(K.log_mean_exp_accumulate, (chunk, total), np.float64)
+        total = total_kernel
+    assert total[3] == -np.inf and np.isfinite(np.delete(total, 3)).all()
+    # the meaning: log sum_k exp(log_w), against a sum taken in extended precision
+    ref = np.log(np.sum(np.exp(log_w[:, [0, 1, 2, 5, 6]].astype(np.longdouble)), axis=0))
+    np.testing.assert_allclose(total[[0, 1, 2, 5, 6]], ref.astype(np.float64), rtol=1e-13)
+    assert abs(total[4] - 700.0) < 1e-12                          # the other weights are nothing beside e^700

@@ -47,9 +47,23 @@ and its ``_grad``
 ``decayed_gradient`` +          ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
 ``adam_update``
 ``utils.check_matrix``          ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
+``bernoulli_log_likelihood``    ``bernoulli_ll``                ``bernoulli_ll_numpy``                      test_kernels::test_bernoulli_ll
+(forward only, evaluation)
+``gaussian_log_likelihood``     ``gaussian_ll``                 ``gaussian_ll_numpy`` (+ Sigmoid)           test_kernels::test_gaussian_ll
+(forward only, evaluation)
+``evaluate.logmeanexp`` and     ``log_mean_exp_accumulate``     ``log_mean_exp_accumulate_numpy``           test_kernels::test_log_mean_exp_accumulate
+``np.logaddexp``
 ``np.exp``/``tanh``/``log1p``   ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
                                 ``log1p_unit``
 ==============================  ==============================  ==========================================  =====================================
+
+Evaluation
+----------
+:mod:`minivae.fast.evaluate` has the twins of :func:`minivae.train.dataset_elbo`
+(``fast_dataset_elbo``, what ``fit`` records when ``minivae train`` runs the fast
+step) and :func:`minivae.evaluate.log_likelihood` (``fast_log_likelihood``, for
+``minivae evaluate``): the same draws from the Generator, the same numbers, for
+models the fast path accepts; the readable functions otherwise.
 
 What stays arithmetic of its own in the kernels, and why: the loops themselves
 (fused so each array is read once), the vectorisable ``exp_``/``tanh_``/``log1p_unit``

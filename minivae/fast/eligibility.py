@@ -30,7 +30,7 @@ import textwrap
 
 from .. import layers, model as model_module, optim
 
-__all__ = ["FastPathUnavailable", "why_not", "fingerprint", "current_fingerprints", "REPLACED", "VERIFIED",
+__all__ = ["FastPathUnavailable", "why_not", "why_not_evaluate", "fingerprint", "EVAL_REPLACED", "EVAL_VERIFIED", "current_fingerprints", "REPLACED", "VERIFIED",
            "layer_pairs"]
 
 
@@ -134,6 +134,25 @@ VERIFIED = {
     'minivae.steps.AEVB.__call__': '2ba2990de63b458f',
 }
 
+#: The readable evaluation functions whose results :mod:`minivae.fast.evaluate` reproduces
+#: (beyond :data:`REPLACED`, whose forward parts it also uses).
+EVAL_REPLACED = (
+    "minivae.model.VAE.elbo", "minivae.model.VAE.log_importance_weights", "minivae.model.VAE.check_x",
+    "minivae.model.VAE.check_eps", "minivae.train.dataset_elbo", "minivae.evaluate.log_likelihood",
+    "minivae.evaluate.logmeanexp",
+)
+
+#: Fingerprints of :data:`EVAL_REPLACED` as verified against the fast evaluation.
+EVAL_VERIFIED = {
+    'minivae.model.VAE.elbo': '0408d9af0c294251',
+    'minivae.model.VAE.log_importance_weights': 'e214827a5401778b',
+    'minivae.model.VAE.check_x': '62623da7e93d1d08',
+    'minivae.model.VAE.check_eps': '2cf6fa9bcb3d921f',
+    'minivae.train.dataset_elbo': '4bda1ab3e4aa8051',
+    'minivae.evaluate.log_likelihood': '1fc063103e3cc970',
+    'minivae.evaluate.logmeanexp': '176ad2a3f5684590',
+}
+
 _SUPPORTED_OPTIMIZERS = (optim.SGD, optim.Adagrad, optim.Adam)
 _ACTIVATION_TYPES = tuple(layers.ACTIVATIONS.values())
 
@@ -175,9 +194,22 @@ def fingerprint(func):
     return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
 
 
-def current_fingerprints():
-    """{qualified name: fingerprint} of :data:`REPLACED` as the code stands now."""
-    return {name: fingerprint(_resolve(name)) for name in REPLACED}
+def current_fingerprints(names=REPLACED):
+    """{qualified name: fingerprint} of ``names`` (:data:`REPLACED` by default) as the code stands now."""
+    return {name: fingerprint(_resolve(name)) for name in names}
+
+
+def _edited(names, verified):
+    """The first of ``names`` whose code is not the verified one, as a reason; or None."""
+    for name in names:
+        try:
+            now = fingerprint(_resolve(name))
+        except (ImportError, AttributeError):
+            return f"{name} no longer exists"
+        if now is None or now != verified.get(name):
+            return (f"{name} is not the code the fast path was verified against (it was edited or replaced), "
+                    "so the readable code runs as it stands")
+    return None
 
 
 def _own_methods(obj):
@@ -246,19 +278,21 @@ def why_not(model, optimizer=None):
         g = model.grads.get(name)
         if p.dtype != model.dtype or g is None or g.dtype != model.dtype:
             return f"parameter {name} or its gradient is not of the model's dtype {model.dtype}"
-    for name in REPLACED:
-        try:
-            now = fingerprint(_resolve(name))
-        except (ImportError, AttributeError):
-            return f"{name} no longer exists"
-        if now is None or now != VERIFIED.get(name):
-            return (f"{name} is not the code the fast path was verified against (it was edited or replaced), "
-                    "so training runs the readable code as it stands")
+    reason = _edited(REPLACED, VERIFIED)
+    if reason is not None:
+        return reason.replace("so the readable", "so training runs the readable")
     return None
 
 
+def why_not_evaluate(model):
+    """The reason the fast evaluation cannot run for this model, or None (:func:`why_not`, plus
+    the readable evaluation functions of :data:`EVAL_REPLACED` unchanged)."""
+    return why_not(model) or _edited(EVAL_REPLACED, EVAL_VERIFIED)
+
+
 if __name__ == "__main__":  # pragma: no cover - a developer's tool
-    print("VERIFIED = {")
-    for key, value in current_fingerprints().items():
-        print(f"    {key!r}: {value!r},")
-    print("}")
+    for table, names in (("VERIFIED", REPLACED), ("EVAL_VERIFIED", EVAL_REPLACED)):
+        print(f"{table} = {{")
+        for key, value in current_fingerprints(names).items():
+            print(f"    {key!r}: {value!r},")
+        print("}")

@@ -33,6 +33,7 @@ class _Workspace:
 
     def __init__(self, model, M, L):
         R, D, J, hs = L * M, model.D, model.J, model.H
+        self.enc_layers, self.dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
         new = lambda *shape: np.empty(shape, dtype=model.dtype)  # noqa: E731
         last = hs[-1] if hs else D                       # what the encoder heads see
         self.x = new(M, D)                               # x in the model's dtype, when it is not already
@@ -70,16 +71,41 @@ def _checked_x(model, x):
     return model.check_x(x)  # raises the readable path's one-sentence error
 
 
-def fast_loss_and_grads(model, x, eps, estimator, workspaces):
+class _Updates:
+    """The optimiser update, applied array by array while each gradient is still in cache.
+
+    ``Optimizer.step`` semantics: ``t`` counts one update for the whole step
+    (taken before the first array, as the readable ``step`` does), and every
+    array gets the update of :func:`fast_update`. Arrays are independent of
+    each other, so the order in which they are updated does not change a
+    number; each is updated only after its last use in the step.
+    """
+
+    def __init__(self, optimizer, params, weight_decay, views):
+        self.optimizer, self.weight_decay, self.views = optimizer, weight_decay, views
+        self.names = {id(p): name for name, p in params.items()}
+        self.done = 0
+        optimizer.t += 1
+
+    def __call__(self, p, g):
+        _update_one(self.optimizer, self.names[id(p)], p, g, self.weight_decay, self.views)
+        self.done += 1
+
+
+def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
     """:meth:`VAE.loss_and_grads` with fused kernels and reused buffers: same arguments, same results.
 
     ``workspaces`` is a dict the caller keeps between calls (buffers per minibatch shape).
+    ``update``: None, or ``(optimizer, weight_decay)`` to apply
+    ``optimizer.step(model.params, model.grads, weight_decay)`` inside the
+    backward pass, each array right after its gradient (and its last use), if
+    the loss is finite; then the returned loss and bound are those before the update.
     """
-    enc_layers, dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
     x = _checked_x(model, x)
     eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
     L, M, J = eps.shape
     ws = _workspace(workspaces, model, M, L)
+    enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
     if x.dtype != model.dtype or not x.flags.c_contiguous:
         np.copyto(ws.x, x)
         x = ws.x
@@ -111,26 +137,46 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces):
         lin = dec.logits
         np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
         K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
-        np.matmul(h_dec.T, ws.out_da, out=lin.grads["W"])
-        np.matmul(ws.out_da, lin.params["W"].T, out=dh)
     else:
         m_lin, v_lin = dec.mean_layer, dec.log_var
         np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
         np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
         K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
                         ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
-        np.matmul(h_dec.T, ws.out_da, out=m_lin.grads["W"])
-        np.matmul(h_dec.T, ws.out_da2, out=v_lin.grads["W"])
-        np.matmul(ws.out_da, m_lin.params["W"].T, out=dh)
+
+    # the bound is known now, before any gradient product: a non-finite loss changes no parameter
+    ll = ws.ll.reshape(L, M)
+    if estimator == "A":
+        ll = ll + ws.log_ratio.reshape(L, M)
+    mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
+    elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
+    loss = -float(np.mean(elbo))
+    upd = None
+    if update is not None and np.isfinite(loss):
+        upd = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {})
+
+    def gradient_of_weight(lin, h_in, d_out, dx=None):
+        """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated."""
+        if dx is not None:
+            np.matmul(d_out, lin.params["W"].T, out=dx)
+        np.matmul(h_in.T, d_out, out=lin.grads["W"])
+        if upd is not None:
+            upd(lin.params["W"], lin.grads["W"])
+            upd(lin.params["b"], lin.grads["b"])
+
+    if dec.kind == "bernoulli":
+        gradient_of_weight(dec.logits, h_dec, ws.out_da, dh)
+    else:
         np.matmul(ws.out_da2, v_lin.params["W"].T, out=ws.dh_tmp)
+        gradient_of_weight(m_lin, h_dec, ws.out_da, dh)
+        gradient_of_weight(v_lin, h_dec, ws.out_da2)
         dh += ws.dh_tmp                                  # two paths meet at h
 
     # decoder trunk, backward
     for k in reversed(range(len(dec_layers))):
         lin, act = dec_layers[k]
         K.bias_act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
-        np.matmul((ws.dec_h[k - 1] if k else ws.z).T, ws.dec_da[k], out=lin.grads["W"])
-        np.matmul(ws.dec_da[k], lin.params["W"].T, out=ws.dec_dh[k - 1] if k else ws.dz)
+        gradient_of_weight(lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else ws.dz)
 
     # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
     K.reparameterize_kl_backward(ws.dz, eps, ws.heads, ws.z, dout, w, estimator == "A",
@@ -139,20 +185,18 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces):
     np.copyto(enc.mu.grads["W"], ws.gW_heads[:, :J])
     np.copyto(enc.log_var.grads["W"], ws.gW_heads[:, J:])
     if enc_layers:
-        np.matmul(ws.dheads, ws.W_heads.T, out=ws.enc_dh[-1])   # both heads meet at h
+        np.matmul(ws.dheads, ws.W_heads.T, out=ws.enc_dh[-1])   # both heads meet at h (the copy of W: as before)
+    if upd is not None:
+        for head in (enc.mu, enc.log_var):
+            upd(head.params["W"], head.grads["W"])
+            upd(head.params["b"], head.grads["b"])
     for k in reversed(range(len(enc_layers))):
         lin, act = enc_layers[k]
         K.bias_act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
-        np.matmul((ws.enc_h[k - 1] if k else x).T, ws.enc_da[k], out=lin.grads["W"])
-        if k:                                            # no gradient for the data
-            np.matmul(ws.enc_da[k], lin.params["W"].T, out=ws.enc_dh[k - 1])
-
-    ll = ws.ll.reshape(L, M)
-    if estimator == "A":
-        ll = ll + ws.log_ratio.reshape(L, M)
-    mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
-    elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
-    return -float(np.mean(elbo)), elbo
+        gradient_of_weight(lin, ws.enc_h[k - 1] if k else x, ws.enc_da[k], ws.enc_dh[k - 1] if k else None)
+    if upd is not None and upd.done != len(model.params):        # a parameter the model has beyond these
+        raise RuntimeError(f"the fused update reached {upd.done} of {len(model.params)} parameters.")
+    return loss, elbo
 
 
 def _flat(arrays):
@@ -164,6 +208,52 @@ def _flat(arrays):
     return tuple(a.reshape(-1) for a in arrays)
 
 
+def _flat_views(views, arrays):
+    """:func:`_flat` of ``arrays``, kept in ``views`` (a dict the caller keeps) under the arrays' identities.
+
+    A kept view holds its array, so the identity cannot be reused by another array meanwhile.
+    """
+    key = tuple(map(id, arrays))
+    flat = views.get(key, False)
+    if flat is False:
+        if len(views) > 64:                      # arrays were replaced (a checkpoint loaded): forget the old ones
+            views.clear()
+        flat = views[key] = _flat(arrays)
+    return flat
+
+
+def _update_one(optimizer, name, p, g, weight_decay, views=None):
+    """One array's share of ``optimizer.step``: a fused kernel, or the readable update if it cannot take it."""
+    kind = type(optimizer)
+    if kind is Adagrad and views is not None and name in optimizer.state:      # the usual case, in a few us
+        flat = _flat_views(views, (p, g, optimizer.state[name]))
+        if flat is not None:
+            K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
+            return
+    if kind is Adagrad:
+        flat = _flat((p, g, optimizer._slot(name, p)))
+        if flat is not None:
+            K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
+            return
+    elif kind is Adam:
+        flat = _flat((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
+        if flat is not None:
+            K.adam_step(*flat, optimizer.t, optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
+                        weight_decay)
+            return
+    elif kind is SGD:
+        flat = _flat((p, g))
+        if flat is not None:
+            K.sgd_step(*flat, optimizer.lr, weight_decay)
+            return
+    optimizer._update(name, p, decayed_gradient(g, p, weight_decay))
+
+
+def _check_decay(weight_decay):
+    if not (isinstance(weight_decay, (int, float, np.floating)) and np.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
+
+
 def fast_update(optimizer, params, grads, weight_decay):
     """``optimizer.step(params, grads, weight_decay)`` with one fused pass per array.
 
@@ -172,29 +262,10 @@ def fast_update(optimizer, params, grads, weight_decay):
     through checkpoints and either path can continue the other's run. An array
     the kernels cannot take (not contiguous, mixed dtypes) gets the readable update.
     """
-    if not (isinstance(weight_decay, (int, float, np.floating)) and np.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
+    _check_decay(weight_decay)
     optimizer.t += 1
-    kind = type(optimizer)
     for name, p in params.items():
-        g = grads[name]
-        if kind is Adagrad:
-            flat = _flat((p, g, optimizer._slot(name, p)))
-            if flat is not None:
-                K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
-                continue
-        elif kind is Adam:
-            flat = _flat((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
-            if flat is not None:
-                K.adam_step(*flat, optimizer.t, optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
-                            weight_decay)
-                continue
-        elif kind is SGD:
-            flat = _flat((p, g))
-            if flat is not None:
-                K.sgd_step(*flat, optimizer.lr, weight_decay)
-                continue
-        optimizer._update(name, p, decayed_gradient(g, p, weight_decay))
+        _update_one(optimizer, name, p, grads[name], weight_decay)
 
 
 class FastAEVB(AEVB):
@@ -212,14 +283,16 @@ class FastAEVB(AEVB):
         if reason is not None:
             raise FastPathUnavailable(reason)
         self._workspaces = {}
+        self._views = {}                       # flat views of (parameter, gradient, Adagrad state) arrays
 
     def loss_and_grads(self, x, eps):
         """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""
         return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces)
 
     def __call__(self, x, idx, rng):
+        """The readable step's ``loss_and_grads`` then ``optimizer.step``, the update fused into the backward pass."""
+        _check_decay(self.weight_decay)
         eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J), as the readable step
-        loss, elbo = self.loss_and_grads(x, eps)
-        if np.isfinite(loss):
-            fast_update(self.optimizer, self.model.params, self.model.grads, self.weight_decay)
+        loss, elbo = fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
+                                         update=(self.optimizer, self.weight_decay, self._views))
         return StepResult(loss, elbo)
