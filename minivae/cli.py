@@ -420,17 +420,24 @@ def _sweep_samples(text):
 
 def _cmd_figure(args, cells, draw, png):
     from .sweep import SweepInterrupted, cell_status, run_cells
+    chosen = cells
+    if args.only:
+        from fnmatch import fnmatch
+        chosen = [c for c in cells if any(fnmatch(c.name, pattern) for pattern in args.only)]
+        if not chosen:
+            raise ValueError(f"--only {' '.join(args.only)} matches no cell; the cells are: "
+                             f"{', '.join(c.name for c in cells)}.")
     if args.print_commands:
-        for cell in cells:
+        for cell in chosen:
             print(cell.command_line())
         return 0
     t = time.perf_counter()
     try:
-        results = run_cells(cells, jobs=args.jobs)
+        results = run_cells(chosen, jobs=args.jobs)
     except SweepInterrupted as e:
         print(f"minivae: {e}", file=sys.stderr)
         draw(cells, Path(args.out) / png)
-        return EXIT_SIGNAL[signal.SIGINT]
+        return EXIT_SIGNAL.get(e.signum, 130)
     done = [c for c in cells if cell_status(c) == "finished"]
     draw(cells, Path(args.out) / png)
     print(f"{len(done)} of {len(cells)} cells finished ({time.perf_counter() - t:.0f} s); "
@@ -466,6 +473,9 @@ def _add_sweep_flags(f, eval_points):
     f.add_argument("--seed", type=int, default=0, help="seed of every cell")
     f.add_argument("--eval-points", type=int, default=eval_points, help="log-spaced points recorded per cell")
     f.add_argument("--data-dir", default=None, help="passed to every cell (else $MINIVAE_DATA, else the cache)")
+    f.add_argument("--only", nargs="+", metavar="PATTERN", default=None,
+                   help="run only the cells whose name matches one of these patterns (e.g. 'mnist-J20-*'); "
+                        "the figure still shows every cell that has a history")
     f.add_argument("--print-commands", action="store_true",
                    help="print the cells' 'minivae train' commands, one a line (for a scheduler), and run nothing; "
                         "the same command without this flag then only draws the figure")

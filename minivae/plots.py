@@ -551,7 +551,10 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
             if j == 0:
                 ax.set_ylabel(ylabel, fontsize=8)
     fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+    # Fixed margins rather than tight_layout, which costs seconds for a dozen panels.
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.6 / height,
+                        wspace=0.32, hspace=0.38)
     _save(fig, path)
     return fig
 

@@ -54,7 +54,11 @@ _RUN_FILES = ("config.json", "history.json", "history.csv")
 
 
 class SweepInterrupted(RuntimeError):
-    """The runner was stopped by a signal; the running cells were stopped with a checkpoint."""
+    """The runner was stopped by a signal (``signum``); the running cells were stopped with a checkpoint."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ def run_cells(cells, jobs=None, log=print, poll=0.2):
                 for cell, proc in running.values():
                     proc.wait()
                 raise SweepInterrupted(f"{signal.Signals(stop[0]).name} received: {len(running)} running cell(s) "
-                                       "stopped with a checkpoint; run the same command again to finish the sweep.")
+                                       "stopped with a checkpoint; run the same command again to finish the sweep.", stop[0])
             time.sleep(poll)
     finally:
         for sig, handler in previous.items():

@@ -120,11 +120,12 @@ def test_the_figures_draw_whatever_is_there(tmp_path, capsys):
     assert labels == ["AEVB (train)", "AEVB (test)", "Wake-Sleep (train)", "Wake-Sleep (test)"]
     assert any("3e+03 of 1e+04" in lab for lab in fig.axes[3].get_legend_handles_labels()[1])
 
-    for cell in cells:
+    frey = [c for c in cells if c.key["dataset"] == "frey"]
+    for cell in frey:
         _write_history(cell, 10000)
-    assert cli.main(["figure2", "--samples", "10000", "--out", str(tmp_path)]) == 0
-    assert "18 cells: 18 finished, 0 to run" in capsys.readouterr().out
-    assert not any((c.out / "train.log").exists() for c in cells)
+    assert cli.main(["figure2", "--samples", "10000", "--out", str(tmp_path), "--datasets", "frey"]) == 0
+    assert "8 cells: 8 finished, 0 to run" in capsys.readouterr().out
+    assert not any((c.out / "train.log").exists() for c in frey)
 
     cells3 = figure3_cells(tmp_path / "f3", 5000)
     for cell in cells3[:4]:
@@ -229,3 +230,14 @@ def test_worker_environment_is_single_threaded_and_runs_this_copy(tmp_path, monk
     env = sweep._child_env()
     assert all(env[k] == "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"))
     assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/elsewhere"]
+
+
+def test_only_runs_the_matching_cells_and_says_when_none_match(tmp_path, capsys):
+    out = tmp_path / "fig2"
+    assert cli.main(["figure2", "--samples", "1e6", "--out", str(out), "--only", "frey-J2-*", "mnist-J20-aevb",
+                     "--print-commands"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("--out ")[1].split()[0] for line in lines] == \
+        [f"{out}/mnist-J20-aevb", f"{out}/frey-J2-aevb", f"{out}/frey-J2-wake-sleep"]
+    assert cli.main(["figure2", "--samples", "1e6", "--out", str(out), "--only", "mnist-J7-*"]) == 2
+    assert "matches no cell; the cells are: mnist-J3-aevb" in capsys.readouterr().err
