@@ -419,7 +419,7 @@ def _sweep_samples(text):
 
 
 def _cmd_figure(args, cells, draw, png):
-    from .sweep import SweepInterrupted, cell_status, run_cells
+    from .sweep import SweepInterrupted, cell_status, format_summary, run_cells, summary
     chosen = cells
     if args.only:
         from fnmatch import fnmatch
@@ -440,6 +440,7 @@ def _cmd_figure(args, cells, draw, png):
         return EXIT_SIGNAL.get(e.signum, 130)
     done = [c for c in cells if cell_status(c) == "finished"]
     draw(cells, Path(args.out) / png)
+    print(format_summary(summary(cells)))
     print(f"{len(done)} of {len(cells)} cells finished ({time.perf_counter() - t:.0f} s); "
           f"wrote {Path(args.out) / png}")
     failed = sorted(name for name, rc in results.items() if rc != 0)

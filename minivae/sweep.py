@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Cell", "figure2_cells", "figure3_cells", "cell_status", "run_cells", "draw_figure2",
+__all__ = ["Cell", "figure2_cells", "figure3_cells", "cell_status", "run_cells", "summary", "format_summary",
+           "draw_figure2",
            "draw_figure3", "SweepInterrupted", "FIGURE2_LATENTS"]
 
 #: Figure 2's latent sizes and hidden units per data set (Section 5).
@@ -258,6 +259,32 @@ def run_cells(cells, jobs=None, log=print, poll=0.2):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return results
+
+
+def summary(cells):
+    """One row per cell: name, status, samples reached, the last recorded train and test values.
+
+    Returns
+    -------
+    list of dict with keys name, status, samples, train, test (None where the cell has no history).
+    """
+    rows = []
+    for cell in cells:
+        h = read_history(cell)
+        last = h and h.get("samples")
+        rows.append(dict(name=cell.name, status=cell_status(cell), samples=h["samples"][-1] if last else None,
+                         train=h["train_elbo"][-1] if last else None, test=h["test_elbo"][-1] if last else None))
+    return rows
+
+
+def format_summary(rows):
+    """The rows of :func:`summary` as a fixed-width text table."""
+    lines = [f"{'cell':28s} {'status':9s} {'samples':>10s} {'train':>9s} {'test':>9s}"]
+    for r in rows:
+        num = (lambda v: f"{v:9.2f}" if v is not None else f"{'-':>9s}")
+        samples = f"{int(r['samples']):10d}" if r["samples"] is not None else f"{'-':>10s}"
+        lines.append(f"{r['name']:28s} {r['status']:9s} {samples} {num(r['train'])} {num(r['test'])}")
+    return "\n".join(lines)
 
 
 # --- drawing ---------------------------------------------------------------------------------

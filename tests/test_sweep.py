@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from minivae import cli
-from minivae.sweep import Cell, cell_status, draw_figure2, draw_figure3, figure2_cells, figure3_cells, run_cells
+from minivae.sweep import (Cell, cell_status, draw_figure2, draw_figure3, figure2_cells, figure3_cells, format_summary,
+                           run_cells, summary)
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -81,7 +82,7 @@ def test_bad_sweep_arguments(capsys):
 
 def _write_history(cell, samples, lock=False, checkpoint=False):
     cell.out.mkdir(parents=True, exist_ok=True)
-    s = np.unique(np.geomspace(100, samples, 8).round(-2)).tolist()
+    s = [int(v) for v in np.unique(np.geomspace(100, samples, 8).round(-2))]
     h = {"samples": s, "train_elbo": [-200 + 10 * np.log(x) for x in s], "test_elbo": [-205 + 10 * np.log(x) for x in s],
          "seconds": [0.0] * len(s), "epoch": [0.0] * len(s)}
     (cell.out / "history.json").write_text(json.dumps(h))
@@ -89,6 +90,16 @@ def _write_history(cell, samples, lock=False, checkpoint=False):
         (cell.out / "checkpoint.npz").write_bytes(b"")
     if lock:
         (cell.out / ".lock").write_text("1 host\n")
+
+
+def test_summary_rows(tmp_path):
+    cells = [Cell("a", (), 1000, tmp_path / "a"), Cell("b", (), 1000, tmp_path / "b")]
+    _write_history(cells[0], 1000)
+    rows = summary(cells)
+    assert rows[0]["status"] == "finished" and rows[0]["samples"] == 1000 and rows[1] == \
+        dict(name="b", status="new", samples=None, train=None, test=None)
+    text = format_summary(rows).splitlines()
+    assert text[0].split() == ["cell", "status", "samples", "train", "test"] and text[2].split() == ["b", "new", "-", "-", "-"]
 
 
 def test_cell_status_reads_the_run_directory(tmp_path):
@@ -124,7 +135,12 @@ def test_the_figures_draw_whatever_is_there(tmp_path, capsys):
     for cell in frey:
         _write_history(cell, 10000)
     assert cli.main(["figure2", "--samples", "10000", "--out", str(tmp_path), "--datasets", "frey"]) == 0
-    assert "8 cells: 8 finished, 0 to run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "8 cells: 8 finished, 0 to run" in printed
+    last = json.loads((frey[0].out / "history.json").read_text())
+    row = next(line for line in printed.splitlines() if line.startswith("frey-J2-aevb "))
+    assert row.split() == ["frey-J2-aevb", "finished", str(last["samples"][-1]), f"{last['train_elbo'][-1]:.2f}",
+                           f"{last['test_elbo'][-1]:.2f}"]
     assert not any((c.out / "train.log").exists() for c in frey)
 
     cells3 = figure3_cells(tmp_path / "f3", 5000)
