@@ -488,7 +488,7 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a VAE with AEVB (Algorithm 1)",
+    t = sub.add_parser("train", help="train a VAE with AEVB (Algorithm 1), or a baseline with --algorithm",
                        description="Train with AEVB; writes config, history, checkpoint and figures into --out.")
     _add_config_flags(t)
     t.add_argument("--out", help="output directory (default: runs/<dataset>-J<J>)")
