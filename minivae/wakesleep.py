@@ -123,8 +123,12 @@ def sleep_loss_and_grads(model, z, x_dream):
     The decoder's gradients are not touched.
     """
     x_dream = np.asarray(x_dream, dtype=model.dtype)
+    z = np.asarray(z, dtype=model.dtype)
+    if x_dream.ndim != 2 or x_dream.shape[1] != model.D or z.shape != (len(x_dream), model.J):
+        raise ValueError(f"the dream must be z of shape (M, J) = (M, {model.J}) and x of shape (M, D) = "
+                         f"(M, {model.D}) with the same M; got z {z.shape} and x {x_dream.shape}.")
     M = len(x_dream)
-    z = model.check_eps(np.asarray(z, dtype=model.dtype)[None], M)   # (1, M, J): the shape log q expects
+    z = z[None]                                                      # (1, M, J): the shape log q expects
     mu, log_var = model.encoder.forward(x_dream)                     # (M, J) each
     log_q = est.log_diag_gaussian(z, mu, log_var)                    # (1, M)
     loss = -float(np.mean(log_q))
