@@ -516,15 +516,16 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
     if not rows or not all(isinstance(r, (list, tuple)) and r for r in rows):
         raise ValueError("rows must be a non-empty list of non-empty lists of panels.")
     n_cols = max(len(r) for r in rows)
-    fig = _new_figure(panel_size[0] * n_cols, panel_size[1] * len(rows) + 0.6)
+    fig = _new_figure(panel_size[0] * n_cols, panel_size[1] * len(rows) + 0.9)
+    legend = {}                                  # label -> line: one legend for the whole figure
     for i, row in enumerate(rows):
         for j, panel in enumerate(row):
             ax = fig.add_subplot(len(rows), n_cols, i * n_cols + j + 1)
-            shown = []
+            shown, cut = [], []
             for run in panel.get("runs", []):
                 name, colour = ALGORITHM_STYLES.get(run["algorithm"], (run["algorithm"], "C7"))
                 if not run.get("finished", True):
-                    name += f" ({run['samples'][-1]:.2g} of {run['budget']:.2g})"
+                    cut.append(f"{name}: {run['samples'][-1]:.2g} of {run['budget']:.2g} samples")
                 samples = np.asarray(run["samples"], dtype=float)
                 for which, style in (("train", "--"), ("test", "-")):
                     values = _as_curve(run, which, len(samples))
@@ -532,14 +533,17 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
                         continue
                     keep = (samples > 0) & np.isfinite(values)
                     if keep.any():
-                        ax.plot(samples[keep], values[keep], style, color=colour, linewidth=1.2,
-                                label=f"{name} ({which})")
+                        line, = ax.plot(samples[keep], values[keep], style, color=colour, linewidth=1.2,
+                                        label=f"{name} ({which})")
                         shown.append((samples[keep], values[keep]))
+                        legend.setdefault(line.get_label(), line)
             ax.set_title(panel.get("title", ""), fontsize=9)
             if shown:
                 ax.set_xscale("log")
                 _focus_y(ax, shown)
-                ax.legend(fontsize=6, loc="lower right")
+                if cut:
+                    ax.text(0.02, 0.98, "unfinished:\n" + "\n".join(cut), transform=ax.transAxes, fontsize=6,
+                            va="top", color="0.3")
             else:
                 ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", va="center", color="0.5")
                 ax.set_xticks([])
@@ -551,9 +555,12 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
             if j == 0:
                 ax.set_ylabel(ylabel, fontsize=8)
     fig.suptitle(suptitle, fontsize=10)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_size_inches()[1]),
+                   ncol=len(legend), fontsize=8, frameon=False)
     # Fixed margins rather than tight_layout, which costs seconds for a dozen panels.
     width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.6 / height,
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.85 / height,
                         wspace=0.32, hspace=0.38)
     _save(fig, path)
     return fig

@@ -129,7 +129,8 @@ def test_the_figures_draw_whatever_is_there(tmp_path, capsys):
     assert len(empty) == 9 - 4                                       # 4 panels have some run: J=3, 5, 10 (x2) and 20
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["AEVB (train)", "AEVB (test)", "Wake-Sleep (train)", "Wake-Sleep (test)"]
-    assert any("3e+03 of 1e+04" in lab for lab in fig.axes[3].get_legend_handles_labels()[1])
+    assert any("AEVB: 3e+03 of 1e+04 samples" in t.get_text() for t in fig.axes[3].texts)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == labels       # one legend for the figure
 
     frey = [c for c in cells if c.key["dataset"] == "frey"]
     for cell in frey:
