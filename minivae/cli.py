@@ -1,4 +1,4 @@
-"""The command line: ``minivae train | evaluate | sample | plot | gradcheck``.
+"""The command line: ``minivae train | evaluate | sample | plot | gradcheck | figure2 | figure3``.
 
 Each run lives in one output directory::
 
@@ -42,6 +42,11 @@ _CONFIG_FLAGS = [
     ("-M", "M", int, "minibatch size"),
     ("-L", "L", int, "samples of z per datapoint"),
     ("--estimator", "estimator", str, "SGVB estimator A (generic) or B (analytic KL)"),
+    ("--algorithm", "algorithm", str, "training algorithm: aevb (Algorithm 1), wake-sleep or mcem "
+                                      "(Monte-Carlo EM); the baselines of Figures 2 and 3"),
+    ("--record", "record", str, "what the history records: elbo (the bound, Figure 2) or marginal "
+                                "(the Appendix D estimate of log p(x), Figure 3; on eval-train-size points)"),
+    ("--train-size", "train_size", int, "train on the first N training points only (Figure 3: 1000, 50000)"),
     ("--epochs", "epochs", float, "training budget in epochs (default 10 if no budget is given)"),
     ("--samples", "samples", int, "training budget in training samples evaluated (instead of --epochs)"),
     ("--seed", "seed", int, "random seed (initial weights, minibatches, noise)"),
@@ -216,13 +221,16 @@ def _new_path(path):
     return candidate
 
 
-def make_figures(out, model, data, history, seed=0):
+_ALGORITHM_LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM"}
+
+
+def make_figures(out, model, data, history, seed=0, algorithm="aevb"):
     """Write every figure of a run into ``out``; returns the file names written."""
     from . import plots
     rng = np.random.default_rng([seed, 3])
     shape = data.image_shape
     written = []
-    plots.plot_bound(dict(history, label=f"AEVB, J={model.J}"), out / "bound.png", title=f"{data.name}: lower bound")
+    plots.plot_bound(dict(history, label=f"{_ALGORITHM_LABELS.get(algorithm, algorithm)}, J={model.J}"), out / "bound.png", title=f"{data.name}: lower bound")
     written.append("bound.png")
     plots.plot_samples(model, out / "samples.png", n=100, rng=rng, image_shape=shape)
     written.append("samples.png")
@@ -242,8 +250,17 @@ EXIT_ERROR, EXIT_DIVERGED = 2, 1
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}   # 128 + the signal's number, as shells report
 
 
+def _marginal_evaluate(n):
+    """fit's ``evaluate=`` hook for ``record = "marginal"``: Appendix D's log p(x) on the first n points."""
+    from .marginal import dataset_marginal_likelihood
+
+    def evaluate(model, x, rng, estimator=None):
+        return dataset_marginal_likelihood(model, x[:n], rng, estimator=estimator)
+    return evaluate
+
+
 def cmd_train(args):
-    from .fast import aevb_step
+    from .algorithms import build_step
     from .rundir import check_unlocked, fresh_run_dir, run_lock
     from .train import TrainingDiverged, TrainingInterrupted, fit
     from .utils import remove_stale_parts
@@ -265,17 +282,25 @@ def cmd_train(args):
             print(f"minivae: the run in {out} was killed (pid {stale_pid}) before its first checkpoint; "
                   "starting it again.", flush=True)
     data = _load_data(cfg, download=not args.no_download)      # before anything is written
-    model, opt = _build(cfg, data.x_train.shape[1])
+    x_train = data.x_train
+    if cfg.train_size is not None:
+        if cfg.train_size > len(x_train):
+            raise ValueError(f"--train-size {cfg.train_size} is larger than the {len(x_train)} training points "
+                             f"of {data.name}; give at most {len(x_train)}.")
+        x_train = x_train[:cfg.train_size]
+    model, _ = _build(cfg, data.x_train.shape[1])
     ckpt = out / "checkpoint.npz"
-    N = len(data.x_train)
-    step = aevb_step(model, opt, cfg.estimator, cfg.L, weight_decay=1.0 / N if cfg.weight_decay else 0.0,
-                     fast=not args.readable)
+    N = len(x_train)
+    step = build_step(cfg, model, N, fast=not args.readable)
     if args.resume:                               # refuse a damaged or foreign checkpoint before writing anything
         from .checkpoint import load_checkpoint
         step.load_state_dict(load_checkpoint(ckpt, model)["step_state"])
-    evaluate = None
-    if type(step).__name__ == "FastAEVB":
+    if cfg.record == "marginal":
+        evaluate = _marginal_evaluate(cfg.eval_train_size)
+    elif type(step).__name__ == "FastAEVB":
         from .fast.evaluate import fast_dataset_elbo as evaluate
+    else:
+        evaluate = None
     threads = _threads(args)
     with fresh_run_dir(out), run_lock(out):
         remove_stale_parts(out)                                 # what a killed run left half-written
@@ -293,12 +318,12 @@ def cmd_train(args):
         if not args.resume:
             write_config()
         path = "fast (fused Numba kernels)" if type(step).__name__ == "FastAEVB" else "readable NumPy"
-        print(f"minivae: {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "
+        print(f"minivae: {cfg.algorithm}, {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "
               f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {path} path, "
               f"{threads} -> {out}", flush=True)
         t = time.perf_counter()
         try:
-            history = fit(model, step, data.x_train, data.x_test, M=cfg.M, estimator=cfg.estimator,
+            history = fit(model, step, x_train, data.x_test, M=cfg.M, estimator=cfg.estimator,
                           samples=cfg.samples, epochs=cfg.epochs, binarize=cfg.binarize == "dynamic",
                           seed=cfg.seed, eval_points=cfg.eval_points, eval_train_size=cfg.eval_train_size,
                           progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every,
@@ -311,10 +336,11 @@ def cmd_train(args):
             print(f"minivae: {e}; continue with: minivae train --resume --out {out}", file=sys.stderr)
             return EXIT_SIGNAL.get(e.signum, 130)
         _write_history(out, history)
+    what = "lower bound" if cfg.record == "elbo" else "estimated log p(x)"
     print(f"trained {history['samples'][-1]} samples in {time.perf_counter() - t:.1f} s; "
-          f"lower bound per datapoint: train {history['train_elbo'][-1]:.2f}, test {history['test_elbo'][-1]:.2f} nats")
+          f"{what} per datapoint: train {history['train_elbo'][-1]:.2f}, test {history['test_elbo'][-1]:.2f} nats")
     if not args.no_figures:
-        names = make_figures(out, model, data, history, cfg.seed)
+        names = make_figures(out, model, data, history, cfg.seed, cfg.algorithm)
         print(f"figures: {', '.join(names)} in {out}")
     return 0
 
@@ -382,7 +408,7 @@ def cmd_sample(args):
 def cmd_plot(args):
     cfg, data, model = _load_run(args.run)
     history = _read_json(Path(args.run) / "history.json", "history")
-    names = make_figures(Path(args.run), model, data, history, cfg.seed)
+    names = make_figures(Path(args.run), model, data, history, cfg.seed, cfg.algorithm)
     print(f"figures: {', '.join(names)} in {args.run} (redrawn)")
     return 0
 
@@ -419,13 +445,88 @@ def cmd_gradcheck(args):
     return 0 if ok else 1
 
 
+def _sweep_samples(text):
+    """--samples of a sweep: an integer number of training samples, '1e6' allowed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--samples must be a number of training samples, e.g. 1e6; got {text!r}")
+    if not (value >= 1 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"--samples must be a whole number >= 1; got {text!r}")
+    return int(value)
+
+
+def _cmd_figure(args, cells, draw, png):
+    from .sweep import SweepInterrupted, cell_status, format_summary, run_cells, summary
+    chosen = cells
+    if args.only:
+        from fnmatch import fnmatch
+        chosen = [c for c in cells if any(fnmatch(c.name, pattern) for pattern in args.only)]
+        if not chosen:
+            raise ValueError(f"--only {' '.join(args.only)} matches no cell; the cells are: "
+                             f"{', '.join(c.name for c in cells)}.")
+    if args.print_commands:
+        for cell in chosen:
+            print(cell.command_line())
+        return 0
+    t = time.perf_counter()
+    try:
+        results = run_cells(chosen, jobs=args.jobs)
+    except SweepInterrupted as e:
+        print(f"minivae: {e}", file=sys.stderr)
+        draw(cells, Path(args.out) / png)
+        return EXIT_SIGNAL.get(e.signum, 130)
+    done = [c for c in cells if cell_status(c) == "finished"]
+    draw(cells, Path(args.out) / png)
+    print(format_summary(summary(cells)))
+    print(f"{len(done)} of {len(cells)} cells finished ({time.perf_counter() - t:.0f} s); "
+          f"wrote {Path(args.out) / png}")
+    failed = sorted(name for name, rc in results.items() if rc != 0)
+    if failed:
+        print(f"minivae: {len(failed)} cell(s) failed: {', '.join(failed)}; each one's train.log says why.",
+              file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+def cmd_figure2(args):
+    from .sweep import draw_figure2, figure2_cells
+    cells = figure2_cells(args.out, args.samples, datasets=args.datasets, seed=args.seed, data_dir=args.data_dir,
+                          eval_points=args.eval_points)
+    return _cmd_figure(args, cells, draw_figure2, "figure2.png")
+
+
+def cmd_figure3(args):
+    from .sweep import draw_figure3, figure3_cells
+    cells = figure3_cells(args.out, args.samples, train_sizes=args.train_sizes, seed=args.seed,
+                          data_dir=args.data_dir, eval_points=args.eval_points, eval_size=args.eval_size)
+    return _cmd_figure(args, cells, draw_figure3, "figure3.png")
+
+
+def _add_sweep_flags(f, eval_points):
+    f.add_argument("--samples", type=_sweep_samples, required=True,
+                   help="training samples evaluated per cell (the paper's x axis runs to 1e8), e.g. 1e6")
+    f.add_argument("--out", required=True, help="folder of the cells' run directories and the figure")
+    f.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="cells run at once, each a process with one BLAS thread")
+    f.add_argument("--seed", type=int, default=0, help="seed of every cell")
+    f.add_argument("--eval-points", type=int, default=eval_points, help="log-spaced points recorded per cell")
+    f.add_argument("--data-dir", default=None, help="passed to every cell (else $MINIVAE_DATA, else the cache)")
+    f.add_argument("--only", nargs="+", metavar="PATTERN", default=None,
+                   help="run only the cells whose name matches one of these patterns (e.g. 'mnist-J20-*'); "
+                        "the figure still shows every cell that has a history")
+    f.add_argument("--print-commands", action="store_true",
+                   help="print the cells' 'minivae train' commands, one a line (for a scheduler), and run nothing; "
+                        "the same command without this flag then only draws the figure")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="minivae", description="The Variational Auto-Encoder of Kingma & Welling (AEVB), "
                                 "in NumPy with hand-written gradients.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a VAE with AEVB (Algorithm 1)",
+    t = sub.add_parser("train", help="train a VAE with AEVB (Algorithm 1), or a baseline with --algorithm",
                        description="Train with AEVB; writes config, history, checkpoint and figures into --out.")
     _add_config_flags(t)
     t.add_argument("--out", help="output directory (default: runs/<dataset>-J<J>)")
@@ -479,6 +580,28 @@ def build_parser():
     g.add_argument("--seed", type=int, default=0, help="seed")
     g.add_argument("--fast", action="store_true", help="also check the fast path's gradient by finite differences")
     g.set_defaults(func=cmd_gradcheck)
+
+    f2 = sub.add_parser("figure2", help="the paper's Figure 2: AEVB vs wake-sleep, every latent size (a sweep)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Train every cell of Figure 2 (MNIST J = 3, 5, 10, 20, 200 with H = 500; "
+                                    "Frey Face J = 2, 5, 10, 20 with H = 200; AEVB and wake-sleep) as one "
+                                    "'minivae train' run each, skipping finished cells and resuming cut ones, "
+                                    "then draw figure2.png into --out.")
+    _add_sweep_flags(f2, 20)
+    f2.add_argument("--datasets", nargs="+", choices=["mnist", "frey"], default=["mnist", "frey"],
+                    help="which rows of the figure")
+    f2.set_defaults(func=cmd_figure2)
+
+    f3 = sub.add_parser("figure3", help="the paper's Figure 3: AEVB vs wake-sleep vs MCEM, log p(x), J = 3 (a sweep)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        description="Train every cell of Figure 3 (J = 3, H = 100, the first 1000 and 50000 MNIST "
+                                    "training images; AEVB, wake-sleep, MCEM), recording the Appendix D estimate "
+                                    "of log p(x) on --eval-size train and test points, then draw figure3.png.")
+    _add_sweep_flags(f3, 10)
+    f3.add_argument("--train-sizes", nargs="+", type=int, default=[1000, 50000], help="training-set sizes")
+    f3.add_argument("--eval-size", type=int, default=100,
+                    help="train and test points of each log p(x) estimate (the paper: 1000)")
+    f3.set_defaults(func=cmd_figure3)
     return p
 
 

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from .algorithms import ALGORITHMS
 from .data import DATASETS
 from .estimator import ESTIMATORS
 from .layers import ACTIVATIONS
@@ -22,7 +23,8 @@ __all__ = ["Config", "PRESETS", "preset", "CHOICES"]
 #: The allowed values of the configuration's string fields, each from the one list its module keeps.
 CHOICES = dict(dataset=DATASETS, binarize=("none", "dynamic"), decoder=tuple(DECODERS),
                activation=tuple(ACTIVATIONS), init=("paper", "glorot"), dtype=("float32", "float64"),
-               optimizer=tuple(OPTIMIZERS), estimator=ESTIMATORS)
+               optimizer=tuple(OPTIMIZERS), estimator=ESTIMATORS,
+               algorithm=tuple(ALGORITHMS), record=("elbo", "marginal"))
 
 
 @dataclass
@@ -39,18 +41,26 @@ class Config:
         decoder "bernoulli" | "gaussian"; sigmoid_mean (Gaussian only); H hidden
         units; J latent size; activation; init "paper" = N(0, 0.01^2) | "glorot";
         dtype "float32" | "float64".
-    Training (Algorithm 1)
-        optimizer "adagrad" | "sgd" | "adam"; lr; M minibatch; L samples per
+    Training (Algorithm 1, or a baseline)
+        algorithm: "aevb" (Algorithm 1), "wake-sleep" or "mcem" (Monte-Carlo EM),
+        from the one list in :mod:`minivae.algorithms`; train_size: use only the
+        first train_size training points (Figure 3 trains on 1000 and 50000;
+        None = all). optimizer "adagrad" | "sgd" | "adam"; lr; M minibatch; L samples per
         datapoint; estimator "A" | "B"; weight_decay: the N(0, I) prior on the
         parameters (MAP); a budget of ``epochs`` or ``samples`` (training
         samples evaluated, as on the paper's x axis).
     Evaluation
         eval_points: how many log-spaced points on the samples axis get a
         train and test bound; eval_train_size: how many training points (a
-        fixed random subset) the train bound averages over.
+        fixed random subset) the train bound averages over. record: what the
+        history records at those points, "elbo" (estimator B's bound, Figure 2)
+        or "marginal" (the Appendix D estimate of log p(x), Figure 3; costly,
+        so it is taken on the first eval_train_size points of the fixed train
+        subset and of the test set).
     """
 
     dataset: str = "mnist"
+    train_size: int | None = None
     binarize: str = "none"
     data_dir: str | None = None
     decoder: str = "bernoulli"
@@ -60,6 +70,7 @@ class Config:
     activation: str = "tanh"
     init: str = "paper"
     dtype: str = "float32"
+    algorithm: str = "aevb"
     optimizer: str = "adagrad"
     lr: float = 0.02
     M: int = 100
@@ -71,6 +82,7 @@ class Config:
     seed: int = 0
     eval_points: int = 20
     eval_train_size: int = 10000
+    record: str = "elbo"
     checkpoint_every: float = 1.0  # epochs (0.25: four checkpoints an epoch)
 
     def __post_init__(self):
@@ -85,6 +97,9 @@ class Config:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive integer; got {value!r}.")
+        if self.train_size is not None and (not isinstance(self.train_size, int) or isinstance(self.train_size, bool)
+                                            or self.train_size < 1):
+            raise ValueError(f"train_size must be a positive integer or None (all); got {self.train_size!r}.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
         for key in ("lr", "checkpoint_every", "epochs", "samples"):

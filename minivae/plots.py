@@ -1,4 +1,4 @@
-"""The paper's figures, as PNG files: the bound (Figure 2), manifolds (Figure 4), samples (Figure 5).
+"""The paper's figures, as PNG files: the bound and the comparisons (Figures 2, 3), manifolds (Figure 4), samples (Figure 5).
 
 Every function builds a :class:`matplotlib.figure.Figure` directly and draws
 it with the Agg canvas: pyplot's global state is never touched, so the same
@@ -37,6 +37,8 @@ __all__ = [
     "plot_reconstructions",
     "plot_manifold",
     "plot_latent",
+    "plot_figure2",
+    "plot_figure3",
 ]
 
 DPI = 100            # dots per inch of the saved PNGs
@@ -495,3 +497,100 @@ def plot_latent(model, x, labels=None, path=None, max_points=5000, rng=None):
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+# -- Figures 2 and 3: the paper's comparisons, one panel per cell ------------------------------
+
+#: How each algorithm is drawn in Figures 2 and 3: (legend name, colour).
+ALGORITHM_STYLES = {"aevb": ("AEVB", "C3"), "wake-sleep": ("Wake-Sleep", "C0"), "mcem": ("MCEM", "C2")}
+
+
+def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
+    """Panels in rows; in each, every algorithm's train (dashed) and test (solid) curve on a log x axis.
+
+    rows : list of lists of panels; a panel is ``{"title": str, "runs": [run, ...]}`` and a run is
+    ``{"algorithm": name, "samples": [...], "train": [...], "test": [...], "finished": bool,
+    "budget": int}``. A panel with no runs says "not run yet"; an unfinished run is marked in the
+    legend with how far it got.
+    """
+    if not rows or not all(isinstance(r, (list, tuple)) and r for r in rows):
+        raise ValueError("rows must be a non-empty list of non-empty lists of panels.")
+    n_cols = max(len(r) for r in rows)
+    fig = _new_figure(panel_size[0] * n_cols, panel_size[1] * len(rows) + 0.9)
+    legend = {}                                  # label -> line: one legend for the whole figure
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            ax = fig.add_subplot(len(rows), n_cols, i * n_cols + j + 1)
+            shown, cut = [], []
+            for run in panel.get("runs", []):
+                name, colour = ALGORITHM_STYLES.get(run["algorithm"], (run["algorithm"], "C7"))
+                if not run.get("finished", True):
+                    cut.append(f"{name}: {run['samples'][-1]:.2g} of {run['budget']:.2g} samples")
+                samples = np.asarray(run["samples"], dtype=float)
+                for which, style in (("train", "--"), ("test", "-")):
+                    values = _as_curve(run, which, len(samples))
+                    if values is None:
+                        continue
+                    keep = (samples > 0) & np.isfinite(values)
+                    if keep.any():
+                        line, = ax.plot(samples[keep], values[keep], style, color=colour, linewidth=1.2,
+                                        label=f"{name} ({which})")
+                        shown.append((samples[keep], values[keep]))
+                        legend.setdefault(line.get_label(), line)
+            ax.set_title(panel.get("title", ""), fontsize=9)
+            if shown:
+                ax.set_xscale("log")
+                _focus_y(ax, shown)
+                if cut:
+                    ax.text(0.02, 0.98, "unfinished:\n" + "\n".join(cut), transform=ax.transAxes, fontsize=6,
+                            va="top", color="0.3")
+            else:
+                ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", va="center", color="0.5")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            ax.tick_params(labelsize=7)
+            ax.grid(True, which="major", alpha=0.3)
+            if i == len(rows) - 1:
+                ax.set_xlabel("# training samples evaluated", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+    fig.suptitle(suptitle, fontsize=10)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_size_inches()[1]),
+                   ncol=len(legend), fontsize=8, frameon=False)
+    # Fixed margins rather than tight_layout, which costs seconds for a dozen panels.
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.85 / height,
+                        wspace=0.32, hspace=0.38)
+    _save(fig, path)
+    return fig
+
+
+def plot_figure2(rows, path=None):
+    """The paper's Figure 2: AEVB against wake-sleep, the lower bound per datapoint (estimator B,
+    fresh noise) against training samples evaluated, one panel per data set and latent size.
+
+    Parameters
+    ----------
+    rows : list of lists of panels
+        One row per data set (MNIST, Frey Face), one panel per J; see
+        :func:`minivae.sweep.draw_figure2`, which builds them from a sweep's run directories.
+    path : str or Path, optional
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    return _comparison_grid(rows, path, "lower bound per datapoint (nats)",
+                            "Figure 2: AEVB vs wake-sleep (dashed: train, solid: test)")
+
+
+def plot_figure3(rows, path=None):
+    """The paper's Figure 3: estimated marginal log-likelihood (Appendix D) against training samples
+    evaluated for AEVB, wake-sleep and Monte-Carlo EM; J = 3, one panel per training-set size.
+
+    Parameters and return value as :func:`plot_figure2`.
+    """
+    return _comparison_grid(rows, path, "marginal log-likelihood (nats)",
+                            "Figure 3: AEVB vs wake-sleep vs MCEM, $N_z$ = 3 (dashed: train, solid: test)",
+                            panel_size=(4.5, 3.4))
