@@ -5,8 +5,10 @@ Every gradient is written by hand and checked by finite differences; see
 
 The modules, in the order a reader meets them (each imports only modules before it)::
 
-    utils, data -> layers -> estimator -> model -> optim -> steps
-        -> checkpoint -> train -> evaluate, gradcheck, plots, config -> fast -> rundir, cli
+    utils, data -> layers -> estimator -> model -> optim -> steps, wakesleep, hmc, mcem
+        -> checkpoint -> train -> evaluate, marginal, gradcheck, plots, config, linear_gaussian,
+           em, gradient_estimators, checks, bugzoo -> fast -> algorithms, sweep, threads,
+           rundir, exercises, cli
 
 The readable modules are the code that trains and is checked. The fast path,
 :mod:`minivae.fast`, imports them and is imported by none of them (only the
