@@ -139,7 +139,7 @@ def bernoulli_saturation():
 
     With y = sigmoid(l): log y = -log(1 + e^-l) and log(1 - y) = -log(1 + e^l), exact
     for any l; d/dl = x - y. Clipping y (to avoid log 0) biases the value by tens of
-    nats per pixel at |l| = 40 and zeroes the gradient there.
+    nats per pixel at ``|l| = 40`` and zeroes the gradient there.
     """
     logits = np.array([[-40.0, -20.0, 20.0, 40.0, -40.0, -20.0, 20.0, 40.0]])
     x = np.array([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
@@ -184,10 +184,10 @@ def elbo_unbiased(repeats=40, n=200, seed=2):
 
 
 def adam_constant_gradient(steps=5, lr=0.01):
-    """Under a constant gradient g, Adam's bias-corrected update is lr * g / (|g| + eps) at *every* step.
+    """Under a constant gradient g, Adam's bias-corrected update is ``lr * g / (|g| + eps)`` at *every* step.
 
     With t counted in updates, m_hat = g and v_hat = g^2 exactly, so each of the
-    first ``steps`` updates moves each parameter by lr (to within eps / |g|).
+    first ``steps`` updates moves each parameter by lr (to within ``eps / |g|``).
     Counting t in epochs leaves t = 1 for a whole epoch and the steps grow.
     """
     g = np.array([0.3, -2.0, 0.05])

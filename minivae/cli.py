@@ -301,7 +301,7 @@ def cmd_train(args):
         from .fast.evaluate import fast_dataset_elbo as evaluate
     else:
         evaluate = None
-    threads = _threads(args)
+    threads = _threads(args, _run_threads(out) if args.resume else None)
     with fresh_run_dir(out), run_lock(out):
         remove_stale_parts(out)                                 # what a killed run left half-written
         written = []
@@ -309,6 +309,7 @@ def cmd_train(args):
         def write_config(*_):     # on resume, once fit has accepted the checkpoint: a failed resume rewrites nothing
             if not written:
                 _write_json(out / "config.json", cfg.to_dict())
+                _write_json(out / "threads.json", {"threads": int(threads.split()[0])})
                 written.append(True)
 
         def on_eval(history):
@@ -350,11 +351,27 @@ def _positive(name, value, allow_zero=False):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}; got {value}.")
 
 
-def _threads(args):
-    """Apply the thread count (--threads, else the free cores: minivae.threads) and say what it is."""
+def _threads(args, previous=None):
+    """Apply the thread count (--threads, else the run's own on resume, else the free cores) and say what it is.
+
+    A resumed run keeps the count it started with: BLAS sums a product's terms in an
+    order that can depend on the thread count, so only the same count resumes bit for bit.
+    """
     from .threads import configure
+    if args.threads is None and previous is not None:
+        chosen = configure(previous)
+        return f"{previous} thread{'s' if previous > 1 else ''} (as when the run started)"
     chosen = configure(args.threads)
     return f"{chosen['threads']} thread{'s' if chosen['threads'] > 1 else ''} ({chosen['source']})"
+
+
+def _run_threads(out):
+    """The thread count a run started with (``threads.json``), or None."""
+    try:
+        n = json.loads((Path(out) / "threads.json").read_text())["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
 
 
 def cmd_evaluate(args):

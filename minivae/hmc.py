@@ -141,7 +141,7 @@ def _per_row(step_size, M):
 
 
 def leapfrog(model, x, z, p, step_size, n_leapfrog, grad=None):
-    """n_leapfrog leapfrog steps of Hamilton's equations for H = -log p(x, z) + |p|^2 / 2.
+    """n_leapfrog leapfrog steps of Hamilton's equations for ``H = -log p(x, z) + |p|^2 / 2``.
 
     p <- p + (eps/2) grad;  then n times { z <- z + eps p;  p <- p + eps grad }
     with the last momentum update a half step. Volume-preserving and
@@ -186,9 +186,12 @@ def leapfrog(model, x, z, p, step_size, n_leapfrog, grad=None):
 class HMCTransition(NamedTuple):
     """One HMC transition of M chains.
 
+    Attributes
+    ----------
     z : ndarray (M, J)
         The new state (the proposal where accepted, the old z elsewhere).
     accepted : ndarray (M,) bool
+        Which proposals were accepted.
     accept_prob : ndarray (M,)
         The Metropolis probability min(1, exp(H_old - H_new)); 0 for a
         non-finite proposal. What the step-size tuning uses.

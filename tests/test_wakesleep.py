@@ -326,7 +326,7 @@ def test_minivae_train_algorithm_wake_sleep_resumes_bit_for_bit(tmp_path):
     data = _fake_mnist(tmp_path / "data")
     common = ["train", "--dataset", "mnist", "--data-dir", str(data), "-H", "8", "-J", "2", "--algorithm",
               "wake-sleep", "--eval-points", "3", "--eval-train-size", "100", "--checkpoint-every", "0.5",
-              "--no-progress", "--no-figures", "--no-download", "--readable"]
+              "--no-progress", "--no-figures", "--no-download", "--readable", "--threads", "1"]
     assert main(common + ["--samples", "3000", "--out", str(tmp_path / "whole")]) == 0
     assert main(common + ["--samples", "1500", "--out", str(tmp_path / "cut")]) == 0
     assert main(["train", "--resume", "--samples", "3000", "--out", str(tmp_path / "cut"), "--no-progress",

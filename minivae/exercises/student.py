@@ -5,22 +5,14 @@ dict :func:`minivae.exercises.grader.load_namespace` makes from a notebook file)
 :func:`student_vae` builds the library's :class:`~minivae.model.VAE` and swaps in
 subclasses whose backward passes are the student's:
 
-=============================  =====================================================
-library piece                  runs instead
-=============================  =====================================================
-``Linear.backward``            ``linear_backward(dout, x, W)``
-``Tanh/Sigmoid/ReLU/Softplus``  ``tanh_backward`` ... ``softplus_backward``
-``.backward``
-``BernoulliDecoder.            ``bernoulli_log_likelihood_grad(x, logits)``
-log_likelihood_grad``
-``GaussianDecoder.             ``gaussian_log_likelihood_grad(x, mean, log_var)``
-log_likelihood_grad``
-``VAE.loss_and_grads``         ``loss_and_grads(model, x, eps, estimator)``, which calls the
-                               student's KL, estimator backward passes and
-                               ``reparameterize_backward``
-``AEVB.__call__``              ``aevb_step(...)`` (:class:`StudentAEVB`), which calls the
-                               student's ``adagrad_update``
-=============================  =====================================================
+- ``Linear.backward`` runs ``linear_backward(dout, x, W)``;
+- ``Tanh/Sigmoid/ReLU/Softplus.backward`` run ``tanh_backward`` ... ``softplus_backward``;
+- ``BernoulliDecoder.log_likelihood_grad`` runs ``bernoulli_log_likelihood_grad(x, logits)``;
+- ``GaussianDecoder.log_likelihood_grad`` runs ``gaussian_log_likelihood_grad(x, mean, log_var)``;
+- ``VAE.loss_and_grads`` runs ``loss_and_grads(model, x, eps, estimator)``, which calls the
+  student's KL, estimator backward passes and ``reparameterize_backward``;
+- ``AEVB.__call__`` runs ``aevb_step(...)`` (:class:`StudentAEVB`), which calls the
+  student's ``adagrad_update``.
 
 The forward passes stay the library's (they are not exercises), and so does the
 bound :func:`minivae.train.fit` records: the library measures what the student's
