@@ -26,7 +26,7 @@ def _printed(nb):
 
 def test_there_are_notebooks_for_the_whole_paper():
     stems = {p.stem[:2] for p in NOTEBOOKS}
-    assert {f"{k:02d}" for k in range(1, 9)} <= stems, f"expected notebooks 01 to 08 in {NOTEBOOK_DIR}, found {sorted(stems)}"
+    assert {f"{k:02d}" for k in range(1, 11)} <= stems, f"expected notebooks 01 to 10 in {NOTEBOOK_DIR}, found {sorted(stems)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
