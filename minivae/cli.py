@@ -126,7 +126,7 @@ def _resume_config(args, out, stale_pid=None):
         raise CorruptFileError(f"{out}/config.json does not describe a valid run ({e}).") from e
     changes = _explicit_changes(args)
     if args.preset is not None:
-        implied = preset(args.preset, **{k: v for k, v in changes.items()}).to_dict()
+        implied = preset(args.preset, **changes).to_dict()
         changes = {**{k: v for k, v in implied.items() if k not in _BUDGET and k in PRESETS[args.preset]}, **changes}
     diff = [f"{k}={old.to_dict()[k]!r} in the run, {v!r} given" for k, v in changes.items()
             if k not in _BUDGET and old.to_dict()[k] != v]

@@ -13,7 +13,7 @@ Frey Face. Pixel values are shown on a fixed grey scale from 0 (black) to
 1 (white), so two figures can be compared by eye.
 
 The plots show the ELBO itself (nats per datapoint), not the loss the code
-minimises (STYLE.md, habit 5).
+minimises, as the paper's figures do (sign and scale: ``minivae.estimator``).
 """
 
 from __future__ import annotations

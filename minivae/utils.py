@@ -34,7 +34,7 @@ def as_generator(random_state=None) -> np.random.Generator:
     """Resolve ``random_state`` (None, an int or a Generator) to a Generator, once.
 
     Every stochastic function in minivae takes a Generator; no global
-    ``np.random.*`` state is ever used (STYLE.md, habit 6).
+    ``np.random.*`` state is ever used, so every run is reproducible from its seeds.
     """
     if isinstance(random_state, np.random.Generator):
         return random_state

@@ -5,7 +5,6 @@ is there."""
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fake_data import fake_mnist_splits
 from minivae import cli
 from minivae.sweep import (Cell, cell_status, draw_figure2, draw_figure3, figure2_cells, figure3_cells, format_summary,
                            run_cells, summary)
@@ -154,15 +154,8 @@ def test_the_figures_draw_whatever_is_there(tmp_path, capsys):
 
 # --- the runner, for real: tiny wake-sleep cells on a tiny fake MNIST ----------------------------
 
-def _fake_mnist(root, n_train=600, n_test=100):
-    d = root / "mnist"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        pixels = (rng.random((n, 28, 28)) < 0.3).astype(np.uint8) * 255
-        (d / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + pixels.tobytes())
-        (d / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + bytes(n))
-    return root
+def _fake_mnist(root):
+    return fake_mnist_splits(root, n_train=600, n_test=100)
 
 
 def _tiny_cells(out, data, samples):

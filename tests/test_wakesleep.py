@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from fake_data import fake_mnist_splits
 from minivae.checkpoint import CheckpointMismatch, load_checkpoint
 from minivae.gradcheck import TOLERANCE, check_function, relative_error
 from minivae.linear_gaussian import kl_diag_gaussians, linear_gaussian
@@ -306,17 +307,8 @@ def test_aevb_beats_wake_sleep_on_real_mnist(data_dir):
     assert np.all(gaps[3:] > 0), list(zip(ha["samples"], ha["test_elbo"], hw["test_elbo"]))
 
 
-def _fake_mnist(root, n_train=300, n_test=50):
-    """A tiny MNIST in the IDX format (random binary pixels), enough for the command line to run."""
-    import struct
-    d = root / "mnist"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        pixels = (rng.random((n, 28, 28)) < 0.3).astype(np.uint8) * 255
-        (d / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + pixels.tobytes())
-        (d / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + bytes(n))
-    return root
+def _fake_mnist(root):
+    return fake_mnist_splits(root, n_train=300, n_test=50)
 
 
 def test_minivae_train_algorithm_wake_sleep_resumes_bit_for_bit(tmp_path):

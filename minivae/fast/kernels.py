@@ -2,7 +2,7 @@
 
 The readable code is in :mod:`minivae.layers`, :mod:`minivae.estimator`,
 :mod:`minivae.model` and :mod:`minivae.optim`; this module is its fast twin
-(STYLE.md, habit 7). Each jitted kernel ``k`` has a reference ``k_numpy``
+(beside it, never inside it: nothing readable imports this package). Each jitted kernel ``k`` has a reference ``k_numpy``
 built from the readable functions, with the same arguments and the same
 effect, and ``TWINS`` pairs them for the tests (``tests/test_kernels.py``).
 The kernels know nothing of the model: they take arrays and write into

@@ -223,26 +223,25 @@ def _flat_views(views, arrays):
 
 
 def _update_one(optimizer, name, p, g, weight_decay, views=None):
-    """One array's share of ``optimizer.step``: a fused kernel, or the readable update if it cannot take it."""
+    """One array's share of ``optimizer.step``: a fused kernel, or the readable update if it cannot take it.
+
+    ``views``: a dict kept between steps, so the flat views of each array set are made once.
+    """
+    flatten = _flat if views is None else (lambda arrays: _flat_views(views, arrays))
     kind = type(optimizer)
-    if kind is Adagrad and views is not None and name in optimizer.state:      # the usual case, in a few us
-        flat = _flat_views(views, (p, g, optimizer.state[name]))
-        if flat is not None:
-            K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
-            return
     if kind is Adagrad:
-        flat = _flat((p, g, optimizer._slot(name, p)))
+        flat = flatten((p, g, optimizer._slot(name, p)))
         if flat is not None:
             K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
             return
     elif kind is Adam:
-        flat = _flat((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
+        flat = flatten((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
         if flat is not None:
             K.adam_step(*flat, optimizer.t, optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
                         weight_decay)
             return
     elif kind is SGD:
-        flat = _flat((p, g))
+        flat = flatten((p, g))
         if flat is not None:
             K.sgd_step(*flat, optimizer.lr, weight_decay)
             return
