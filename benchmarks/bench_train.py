@@ -14,7 +14,12 @@ Prints a table, then one JSON line with every number:
    update when available) if torch is installed, and in JAX (the whole step,
    ``value_and_grad`` and a hand-written Adagrad with the same weight decay,
    in one ``jax.jit`` with the parameters and the Adagrad state donated) if
-   jax is installed, in float32 and float64. Neither is a dependency of
+   jax is installed, in float32 and float64. The Numba path runs three times:
+   as ``minivae train`` runs it, and with each choice of its products with x
+   forced: dense (``sparse_input=False``, what the other contenders compute)
+   and skipping x's zeros (MNIST is 81 % zeros; ``sparse_input=True``). Its
+   own choice is sparse with one BLAS thread, dense with more.
+   Neither PyTorch nor JAX is a dependency of
    minivae; each is skipped, with a note, when not installed. All
    start from the same initial weights and see the same minibatches (real MNIST
    grey levels, or random binary images of the same shape with
@@ -23,8 +28,8 @@ Prints a table, then one JSON line with every number:
    order), after a warm-up; the table shows medians over ``--repeat``
    repetitions, and ratios are taken pair by pair within each repetition.
 2. The step's matrix products alone: the same 11 ``np.matmul`` calls into the
-   same buffers as the Numba step (the floor no NumPy program can pass), and
-   the fraction of a Numba step they take (median and quartiles of the
+   same buffers as the dense-product Numba step (the floor no dense NumPy program
+   can pass), and the fraction of that step they take (median and quartiles of the
    per-repetition fractions: on a shared machine it moves by a few points).
 3. Seconds from starting a fresh Python process to the end of its first
    training step (import, build the model, one step; float32, as the
@@ -126,10 +131,17 @@ def load_batches(args, n_batches=60):
 
 # --- contenders: each is a function run(k) doing k training steps --------------------------------
 
-def minivae_contender(fast, dtype, batches):
-    """k training steps of minivae's readable AEVB step or of its fast twin, as fit runs them."""
+def minivae_contender(fast, dtype, batches, sparse_input=None):
+    """k training steps of minivae's readable AEVB step or of its fast twin, as fit runs them.
+
+    ``sparse_input``: None, the fast step's own choice (sparse products with one BLAS thread);
+    True or False forces the products with x to skip its zeros, or to stay dense.
+    """
     model = VAE(D, H, J, decoder="bernoulli", activation="tanh", init="paper", dtype=dtype, random_state=0)
-    step = (FastAEVB if fast else AEVB)(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA)
+    if fast:
+        step = FastAEVB(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA, sparse_input=sparse_input)
+    else:
+        step = AEVB(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA)
     rng = np.random.default_rng(1)
     data = [b.astype(dtype) for b in batches]
     state = {"i": 0}
@@ -359,7 +371,8 @@ def breakdown(batches, steps):
             return wrapper
 
         names = [n for n in ("bias_act", "bias_act_backward", "bernoulli_head", "reparameterize_kl",
-                             "reparameterize_kl_backward", "adagrad_step", "count_bad") if hasattr(kernels, n)]
+                             "reparameterize_kl_backward", "adagrad_step", "count_bad", "sparse_index",
+                             "sparse_matmul", "sparse_matmul_t") if hasattr(kernels, n)]
         fake_k = type(sys)("kernels_timed")
         fake_k.__dict__.update(kernels.__dict__)
         fake_np = type(sys)("numpy_timed")
@@ -383,17 +396,25 @@ def breakdown(batches, steps):
     return out
 
 
-def step_flops():
-    """Floating-point operations of the 11 matrix products of one step (2 m k n each)."""
+def step_flops(density=1.0):
+    """Floating-point operations of the 11 matrix products of one step (2 m k n each).
+
+    ``density``: the nonzero fraction of x; the two products with x (the first and the
+    last) then count only the terms with a nonzero pixel, as the sparse kernels compute them.
+    """
     R = L * M
     products = [(M, D, H), (M, H, 2 * J), (R, J, H), (R, H, D),          # forward
                 (H, R, D), (R, D, H), (J, R, H), (R, H, J),              # decoder backward
                 (H, M, 2 * J), (M, 2 * J, H), (D, M, H)]                 # encoder backward
-    return sum(2 * m * k * n for m, k, n in products)
+    flops = [2 * m * k * n for m, k, n in products]
+    flops[0] *= density
+    flops[-1] *= density
+    return sum(flops)
 
 
-def physical_floor(repeat=7):
-    """GEMM peak (flop/s) and memory bandwidth (bytes/s) as measured here, per dtype."""
+def physical_floor(density, repeat=7):
+    """GEMM peak (flop/s) and memory bandwidth (bytes/s) as measured here, per dtype, and the step's floors:
+    with every product dense, and with the products with x counting only x's nonzero terms (``density``)."""
     out = {}
     for dtype in ("float32", "float64"):
         n = 1536
@@ -419,9 +440,11 @@ def physical_floor(repeat=7):
         n_params = D * H + H + 2 * (H * J + J) + J * H + H + H * D + D
         adagrad_bytes = 5 * n_params * np.dtype(dtype).itemsize        # read p, g, G; write p, G
         floor = step_flops() / peak + adagrad_bytes / bandwidth
+        sparse_floor = step_flops(density) / peak + adagrad_bytes / bandwidth
         out[dtype] = {"gemm_peak_gflops": peak / 1e9, "bandwidth_gb_s": bandwidth / 1e9,
                       "step_gflop": step_flops() / 1e9, "adagrad_mb": adagrad_bytes / 1e6,
-                      "floor_ms": 1e3 * floor}
+                      "floor_ms": 1e3 * floor, "density": density, "sparse_step_gflop": step_flops(density) / 1e9,
+                      "sparse_floor_ms": 1e3 * sparse_floor}
     return out
 
 
@@ -454,7 +477,9 @@ def main(args):
         if not args.no_numpy:
             contenders[f"numpy/{dt}"] = minivae_contender(False, dt, batches)
         contenders[f"numba/{dt}"] = minivae_contender(True, dt, batches)
-        contenders[f"matmul/{dt}"] = matmul_contender(contenders[f"numba/{dt}"])
+        contenders[f"dense/{dt}"] = minivae_contender(True, dt, batches, sparse_input=False)
+        contenders[f"sparse/{dt}"] = minivae_contender(True, dt, batches, sparse_input=True)
+        contenders[f"matmul/{dt}"] = matmul_contender(contenders[f"dense/{dt}"])
         if "torch" in versions:
             contenders[f"torch/{dt}"] = torch_contender(dt, batches, args.threads)
             opt_kind = contenders[f"torch/{dt}"].opt_kind
@@ -476,26 +501,31 @@ def main(args):
                "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
                "threading_layer": numba.threading_layer(), "versions": versions, "torch_adagrad": opt_kind,
                "cpu": platform.processor() or platform.machine()}
-    names = ("numpy", "numba", "matmul", "torch", "jax")
+    names = ("numpy", "numba", "dense", "sparse", "matmul", "torch", "jax")
     for dt in dtypes:
         r = {f"{c}_ms": 1e3 * med[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in med}
         r.update({f"{c}_ms_quartiles": [1e3 * q for q in _quartiles(times[f"{c}/{dt}"])]
                   for c in names if f"{c}/{dt}" in med})
         r.update({f"{c}_best_ms": 1e3 * best[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in best})
         r.update({f"{c}_samples_per_s": M / med[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in med})
-        for other in ("numpy", "torch", "jax"):
-            if f"{other}/{dt}" in med:
-                rs = ratios(f"numba/{dt}", f"{other}/{dt}")
-                r[f"numba_over_{other}"] = statistics.median(rs)
-                r[f"numba_over_{other}_quartiles"] = _quartiles(rs)
-        shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"numba/{dt}")]
+        for fast in ("numba", "dense"):
+            for other in ("numpy", "torch", "jax"):
+                if f"{other}/{dt}" in med:
+                    rs = ratios(f"{fast}/{dt}", f"{other}/{dt}")
+                    r[f"{fast}_over_{other}"] = statistics.median(rs)
+                    r[f"{fast}_over_{other}_quartiles"] = _quartiles(rs)
+        rs = ratios(f"sparse/{dt}", f"dense/{dt}")
+        r["sparse_over_dense"], r["sparse_over_dense_quartiles"] = statistics.median(rs), _quartiles(rs)
+        shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"dense/{dt}")]
         r["matmul_share_of_numba_step"] = statistics.median(shares)
         r["matmul_share_quartiles"] = _quartiles(shares)
         results[dt] = r
     if args.floor:
-        results["floor"] = physical_floor()
+        results["floor"] = physical_floor(float(np.mean([np.count_nonzero(b) / b.size for b in batches])))
         for dt in dtypes:
-            results["floor"][dt]["numba_fraction_of_floor"] = results["floor"][dt]["floor_ms"] / results[dt]["numba_ms"]
+            f = results["floor"][dt]
+            f["numba_fraction_of_floor"] = f["sparse_floor_ms"] / results[dt]["numba_ms"]
+            f["dense_fraction_of_floor"] = f["floor_ms"] / results[dt]["dense_ms"]
     if not args.no_latency:
         warm, cold = latency(args.cold_runs)
         results["first_step_fresh_process_s"] = {"warm_cache": warm, "cold_cache": cold}
@@ -513,6 +543,7 @@ def main(args):
     print(f"{'':34s}{'float32':>32s}{'float64':>32s}")
     print(f"{'':34s}" + f"{'ms/step':>8s}{'(quartiles)':>14s}{'samples/s':>10s}" * 2)
     rows = [("numpy", "minivae, NumPy path"), ("numba", "minivae, Numba path"),
+            ("dense", "  with dense products"), ("sparse", "  with sparse products with x"),
             ("torch", f"PyTorch {versions.get('torch')}, {opt_kind} Adagrad"),
             ("jax", f"JAX {versions.get('jax')}, one jax.jit"), ("matmul", "matrix products only")]
     for key, label in rows:
@@ -524,7 +555,9 @@ def main(args):
             cells += f"{ms:8.2f}{f'({q1:.2f}-{q3:.2f})':>14s}{M / ms * 1e3:10.0f}"
         print(f"{label:34s}{cells}")
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
-                       ("numba_over_jax", "Numba / JAX (speed)"), ("matmul_share", "products / Numba step")]:
+                       ("numba_over_jax", "Numba / JAX (speed)"), ("sparse_over_dense", "sparse / dense products"),
+                       ("dense_over_torch", "dense products / PyTorch"), ("dense_over_jax", "dense products / JAX"),
+                       ("matmul_share", "products / dense-product step")]:
         k = key if key != "matmul_share" else "matmul_share_of_numba_step"
         if k in results["float32"]:
             qk = key + "_quartiles"
@@ -535,8 +568,10 @@ def main(args):
             f = results["floor"][dt]
             print(f"physical floor, {dt}: {f['step_gflop']:.3f} GFLOP at the measured GEMM peak of "
                   f"{f['gemm_peak_gflops']:.0f} GFLOP/s + Adagrad's {f['adagrad_mb']:.1f} MB at "
-                  f"{f['bandwidth_gb_s']:.1f} GB/s = {f['floor_ms']:.2f} ms; the Numba step is at "
-                  f"{100 * f['numba_fraction_of_floor']:.0f}% of it")
+                  f"{f['bandwidth_gb_s']:.1f} GB/s = {f['floor_ms']:.2f} ms; the dense-product step is at "
+                  f"{100 * f['dense_fraction_of_floor']:.0f}% of it. Counting only x's nonzero terms "
+                  f"(density {f['density']:.3f}): {f['sparse_step_gflop']:.3f} GFLOP, {f['sparse_floor_ms']:.2f} ms; "
+                  f"the Numba step is at {100 * f['numba_fraction_of_floor']:.0f}% of it")
     if "first_step_fresh_process_s" in results:
         lat = results["first_step_fresh_process_s"]
         print(f"fresh process to end of first step (float32): warm Numba cache {lat['warm_cache']:.2f} s, "

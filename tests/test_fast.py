@@ -23,6 +23,7 @@ from minivae import estimator, layers, optim
 from minivae.fast import FastPathWarning, aevb_step, eligibility, jit_enabled, why_not
 from minivae.fast import kernels
 from minivae.fast.gradcheck import check_fast_model
+from minivae.fast import step as step_module
 from minivae.fast.step import FastAEVB
 from minivae.gradcheck import TOLERANCE, relative_error
 from minivae.model import VAE
@@ -190,15 +191,19 @@ def test_a_refused_fast_step_raises_with_the_reason_not_a_key_error():
 # --- a fast step computes what the readable step computes ----------------------------------------------
 
 def _steps(fast, decoder, sigmoid_mean, est, L, optimizer, dtype="float64", sizes=(30, 20, 4, 16), n_steps=2,
-           seed=0):
+           seed=0, density=1.0, **fast_kw):
     D, H, J, M = sizes
     model = VAE(D=D, H=H, J=J, decoder=decoder, sigmoid_mean=sigmoid_mean, init="glorot", dtype=dtype,
                 random_state=seed)
-    step = (FastAEVB if fast else AEVB)(model, OPTIMIZERS[optimizer](), est, L, weight_decay=1e-3)
+    step = FastAEVB(model, OPTIMIZERS[optimizer](), est, L, weight_decay=1e-3, **fast_kw) if fast else \
+        AEVB(model, OPTIMIZERS[optimizer](), est, L, weight_decay=1e-3)
     rng = np.random.default_rng(seed + 1)
     record = []
     for _ in range(n_steps):
         x = rng.random((M, D)).astype(dtype)
+        if density < 1:                                  # mostly zeros (MNIST: 0.19 nonzero), one empty row
+            x *= rng.random((M, D)) < density            # and one empty column
+            x[1], x[:, 2] = 0, 0
         loss, elbo = step(x, None, rng)
         record.append((loss, elbo.copy(), {k: g.copy() for k, g in model.grads.items()}))
     return record, {k: p.copy() for k, p in model.params.items()}, step.state_dict()
@@ -251,6 +256,59 @@ def test_paper_sized_and_large_steps_agree(decoder, sigmoid_mean, dtype, tol):
     args = (decoder, sigmoid_mean, "B", 1, "adagrad" if dtype == "float64" else "sgd")
     kw = dict(dtype=dtype, sizes=(D, H, 10, M), n_steps=1)
     _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw), tol)
+
+
+class _Calls:
+    """Counts the calls of a kernel, and makes them."""
+
+    def __init__(self, kernel):
+        self.kernel, self.n = kernel, 0
+
+    def __call__(self, *args):
+        self.n += 1
+        return self.kernel(*args)
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+@pytest.mark.parametrize("H", [(20,), (12, 8)], ids=["one-hidden", "two-hidden"])
+@pytest.mark.parametrize("est", ["A", "B"])
+@pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
+def test_a_mostly_zero_input_takes_the_sparse_products_and_agrees(monkeypatch, decoder, sigmoid_mean, est, H,
+                                                                   optimizer):
+    """x with 15 % nonzero pixels, an empty row and an empty column: the products with x skip its
+    zeros, and the step is the readable one (and the fast step with dense products) to 1e-12."""
+    calls = {name: _Calls(getattr(kernels, name)) for name in ("sparse_matmul", "sparse_matmul_t")}
+    for name, spy in calls.items():
+        monkeypatch.setattr(kernels, name, spy)
+    args = (decoder, sigmoid_mean, est, 2, optimizer)
+    kw = dict(sizes=(30, H, 4, 16), n_steps=3, density=0.15)
+    readable, sparse = _steps(False, *args, **kw), _steps(True, *args, **kw, sparse_input=True)
+    assert calls["sparse_matmul"].n == calls["sparse_matmul_t"].n == 3       # one of each per step
+    _assert_same_steps(readable, sparse, 1e-12)
+    dense = _steps(True, *args, **kw, sparse_input=False)
+    assert calls["sparse_matmul"].n == 3                                     # the dense step took none
+    _assert_same_steps(readable, dense, 1e-12)
+
+
+def test_a_dense_input_takes_the_dense_products(monkeypatch):
+    spy = _Calls(kernels.sparse_index)
+    monkeypatch.setattr(kernels, "sparse_index", spy)
+    _steps(True, "bernoulli", True, "B", 1, "adagrad", density=0.5, sparse_input=True)   # above the density
+    assert step_module.SPARSE_MAX_DENSITY < 0.5 and spy.n == 0
+    _steps(True, "bernoulli", True, "B", 1, "adagrad", density=0.1, sparse_input=True)
+    assert spy.n == 2
+
+
+def test_the_sparse_products_are_chosen_with_one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    model = VAE(D=8, H=6, J=2, random_state=0)
+    with threadpool_limits(1, user_api="blas"):
+        assert step_module.blas_threads() == 1 and FastAEVB(model, Adagrad()).sparse_input
+    with threadpool_limits(2, user_api="blas"):
+        if step_module.blas_threads() == 2:                  # a BLAS built without threads stays at 1
+            assert not FastAEVB(model, Adagrad()).sparse_input
+    assert FastAEVB(model, Adagrad(), sparse_input=False).sparse_input is False
 
 
 def test_changing_minibatch_size_between_steps():

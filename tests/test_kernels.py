@@ -420,3 +420,56 @@ def test_log_mean_exp_accumulate(dtype):
     ref = np.log(np.sum(np.exp(log_w[:, [0, 1, 2, 5, 6]].astype(np.longdouble)), axis=0))
     np.testing.assert_allclose(total[[0, 1, 2, 5, 6]], ref.astype(np.float64), rtol=1e-13)
     assert abs(total[4] - 700.0) < 1e-12                          # the other weights are nothing beside e^700
+
+
+# --- a sparse input --------------------------------------------------------------------------------
+
+def _sparse_x(dtype, M=13, D=47, density=0.2, seed=17):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((M, D)) * (rng.random((M, D)) < density)).astype(dtype)
+    x[7, :] = rng.random(D)                             # a full row: the four-at-a-time loop and its rest
+    x[3], x[:, 5] = 0, 0                                # an empty row and an empty column
+    return x
+
+
+def _index_arrays(x):
+    M, D = x.shape
+    z = lambda n, t: np.zeros(n, t)  # noqa: E731 - zeros: both write only the first nnz entries
+    return [z(M + 1, np.int64), z(M * D, np.int32), z(M * D, x.dtype),
+            z(D + 1, np.int64), z(M * D, np.int32), z(M * D, x.dtype)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_sparse_index(dtype):
+    x = _sparse_x(dtype)
+    (_, rptr, rcol, rval, cptr, crow, cval), n = _check(K.sparse_index, (x, *_index_arrays(x)), dtype)
+    assert n == np.count_nonzero(x)
+    for m in range(len(x)):                             # row m, from either index, is x's row m
+        row = np.zeros(x.shape[1], dtype)
+        row[rcol[rptr[m]:rptr[m + 1]]] = rval[rptr[m]:rptr[m + 1]]
+        np.testing.assert_array_equal(row, x[m])
+    for d in range(x.shape[1]):
+        col = np.zeros(len(x), dtype)
+        col[crow[cptr[d]:cptr[d + 1]]] = cval[cptr[d]:cptr[d + 1]]
+        np.testing.assert_array_equal(col, x[:, d])
+
+
+# (M, D, C): small, and MNIST's first layer (too slow as Python: with the JIT only)
+SPARSE_SHAPES = [(13, 47, 29), pytest.param((100, 784, 500), marks=_JIT_ONLY)]
+
+
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=["small", "mnist"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_sparse_matmul_is_the_dense_product(dtype, shape):
+    M, D, C = shape
+    x = _sparse_x(dtype, M, D)
+    rptr, rcol, rval, cptr, crow, cval = _index_arrays(x)
+    K.sparse_index(x, rptr, rcol, rval, cptr, crow, cval)
+    rng = np.random.default_rng(18)
+    W, G = rng.standard_normal((D, C)).astype(dtype), rng.standard_normal((M, C)).astype(dtype)
+    (*_, out), _ = _check(K.sparse_matmul, (rptr, rcol, rval, W, _empty(dtype, M, C)), dtype)
+    _close(out, x.astype(np.float64) @ W, RTOL[dtype])
+    assert not out[3].any()                             # the empty row
+    (*_, out_t), _ = _check(K.sparse_matmul_t, (cptr, crow, cval, G, _empty(dtype, D, C)), dtype)
+    _close(out_t, x.T.astype(np.float64) @ G, RTOL[dtype])
+    assert not out_t[5].any()                           # the empty column's row of x.T @ G

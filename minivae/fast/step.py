@@ -2,11 +2,12 @@
 
 :class:`FastAEVB` computes what :class:`minivae.steps.AEVB` computes for the
 stock model (``VAE.loss_and_grads`` then ``optimizer.step``), in the same order,
-with three differences: the elementwise work between the matrix products runs
+with four differences: the elementwise work between the matrix products runs
 in fused kernels (:mod:`minivae.fast.kernels`); every product writes into a
 buffer allocated once per minibatch shape (``np.matmul(..., out=...)``,
 transposes as views); and mu and log_var come from one product with
-``[W_mu | W_lv]``. Parameters and gradients are the layers' own arrays, read
+``[W_mu | W_lv]``; and for a mostly-zero input (MNIST), the two products
+with x skip its zeros. Parameters and gradients are the layers' own arrays, read
 and written in place, so checkpoints, evaluation and plots see one model.
 
 It refuses (:class:`FastPathUnavailable`, with the reason) any model or
@@ -23,9 +24,17 @@ from ..steps import AEVB, StepResult
 from . import kernels as K
 from .eligibility import FastPathUnavailable, layer_pairs, why_not
 
-__all__ = ["FastAEVB", "fast_loss_and_grads", "fast_update"]
+__all__ = ["FastAEVB", "fast_loss_and_grads", "fast_update", "blas_threads"]
 
 _KEEP_WORKSPACES = 4   # minibatch shapes kept (training, a last short batch, evaluation, ...)
+SPARSE_MAX_DENSITY = 0.25  # x's nonzero fraction up to which its products skip the zeros (MNIST: 0.19)
+
+
+def blas_threads():
+    """The thread count of NumPy's BLAS now (threadpoolctl), or None if it cannot be told."""
+    from threadpoolctl import threadpool_info
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return min(counts) if counts else None
 
 
 class _Workspace:
@@ -49,6 +58,9 @@ class _Workspace:
         if model.decoder.kind == "gaussian":
             self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
             self.dh_tmp = new(R, hs[-1] if hs else J)
+        # x's nonzero entries by rows and by columns (kernels.sparse_index), for the first layer's products
+        self.rptr, self.rcol, self.rval = np.empty(M + 1, np.int64), np.empty(M * D, np.int32), new(M * D)
+        self.cptr, self.crow, self.cval = np.empty(D + 1, np.int64), np.empty(M * D, np.int32), new(M * D)
 
 
 def _workspace(cache, model, M, L):
@@ -92,7 +104,7 @@ class _Updates:
         self.done += 1
 
 
-def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
+def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, sparse_input=True):
     """:meth:`VAE.loss_and_grads` with fused kernels and reused buffers: same arguments, same results.
 
     ``workspaces`` is a dict the caller keeps between calls (buffers per minibatch shape).
@@ -100,6 +112,10 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
     ``optimizer.step(model.params, model.grads, weight_decay)`` inside the
     backward pass, each array right after its gradient (and its last use), if
     the loss is finite; then the returned loss and bound are those before the update.
+    ``sparse_input``: when at most ``SPARSE_MAX_DENSITY`` of the minibatch's
+    pixels are nonzero, the two products with x (the first layer's forward
+    product and its weight gradient) skip the zeros (:func:`kernels.sparse_matmul`);
+    False always takes the dense products.
     """
     x = _checked_x(model, x)
     eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
@@ -109,13 +125,19 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
     if x.dtype != model.dtype or not x.flags.c_contiguous:
         np.copyto(ws.x, x)
         x = ws.x
+    sparse = bool(sparse_input and enc_layers and np.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
+    if sparse:
+        K.sparse_index(x, ws.rptr, ws.rcol, ws.rval, ws.cptr, ws.crow, ws.cval)
     enc, dec = model.encoder, model.decoder
     dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
     # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
     inp = x
     for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
-        np.matmul(inp, lin.params["W"], out=a)           # (M, H)
+        if sparse and inp is x:
+            K.sparse_matmul(ws.rptr, ws.rcol, ws.rval, lin.params["W"], a)
+        else:
+            np.matmul(inp, lin.params["W"], out=a)       # (M, H)
         K.bias_act(a, lin.params["b"], act, h)
         inp = h
     h_enc = inp
@@ -159,7 +181,10 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None):
         """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated."""
         if dx is not None:
             np.matmul(d_out, lin.params["W"].T, out=dx)
-        np.matmul(h_in.T, d_out, out=lin.grads["W"])
+        if sparse and h_in is x:
+            K.sparse_matmul_t(ws.cptr, ws.crow, ws.cval, d_out, lin.grads["W"])
+        else:
+            np.matmul(h_in.T, d_out, out=lin.grads["W"])
         if upd is not None:
             upd(lin.params["W"], lin.grads["W"])
             upd(lin.params["b"], lin.grads["b"])
@@ -270,14 +295,24 @@ def fast_update(optimizer, params, grads, weight_decay):
 class FastAEVB(AEVB):
     """:class:`minivae.steps.AEVB` for the stock model, on the fast path (same arguments, same numbers).
 
+    ``sparse_input``: True lets the two products with a mostly-zero x skip its
+    zeros (see :func:`fast_loss_and_grads`); False keeps them dense; None (the
+    default) chooses True when NumPy's BLAS runs on one thread, as in the
+    sweeps and on a busy machine. Against one BLAS thread the sparse products
+    made the MNIST step 1.06x (float32) and 1.11x (float64) faster; against
+    two, 0.91-0.97x, so they are not taken there (``docs/performance.md``).
+
     Raises
     ------
     FastPathUnavailable
         With the reason, for anything :func:`minivae.fast.eligibility.why_not` refuses.
     """
 
-    def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0):
+    def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0, sparse_input=None):
         super().__init__(model, optimizer, estimator, L, weight_decay)
+        if sparse_input is None:               # measured: they pay against one BLAS thread, not against two
+            sparse_input = blas_threads() == 1
+        self.sparse_input = bool(sparse_input)
         reason = why_not(model, optimizer)
         if reason is not None:
             raise FastPathUnavailable(reason)
@@ -286,12 +321,14 @@ class FastAEVB(AEVB):
 
     def loss_and_grads(self, x, eps):
         """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""
-        return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces)
+        return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
+                                   sparse_input=self.sparse_input)
 
     def __call__(self, x, idx, rng):
         """The readable step's ``loss_and_grads`` then ``optimizer.step``, the update fused into the backward pass."""
         _check_decay(self.weight_decay)
         eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J), as the readable step
         loss, elbo = fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
-                                         update=(self.optimizer, self.weight_decay, self._views))
+                                         update=(self.optimizer, self.weight_decay, self._views),
+                                         sparse_input=self.sparse_input)
         return StepResult(loss, elbo)
