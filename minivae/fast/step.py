@@ -58,9 +58,16 @@ class _Workspace:
         if model.decoder.kind == "gaussian":
             self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
             self.dh_tmp = new(R, hs[-1] if hs else J)
-        # x's nonzero entries by rows and by columns (kernels.sparse_index), for the first layer's products
-        self.rptr, self.rcol, self.rval = np.empty(M + 1, np.int64), np.empty(M * D, np.int32), new(M * D)
-        self.cptr, self.crow, self.cval = np.empty(D + 1, np.int64), np.empty(M * D, np.int32), new(M * D)
+        self.index = None          # x's nonzero entries (kernels.sparse_index), made at the first sparse step
+
+    def sparse_index(self, x):
+        """Index x's nonzero entries into buffers kept here; return (rptr, rcol, rval), (cptr, crow, cval)."""
+        if self.index is None:
+            M, D = x.shape
+            self.index = (np.empty(M + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype),
+                          np.empty(D + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype))
+        K.sparse_index(x, *self.index)
+        return self.index[:3], self.index[3:]
 
 
 def _workspace(cache, model, M, L):
@@ -127,7 +134,7 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
         x = ws.x
     sparse = bool(sparse_input and enc_layers and np.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
     if sparse:
-        K.sparse_index(x, ws.rptr, ws.rcol, ws.rval, ws.cptr, ws.crow, ws.cval)
+        by_rows, by_columns = ws.sparse_index(x)
     enc, dec = model.encoder, model.decoder
     dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
@@ -135,7 +142,7 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
     inp = x
     for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
         if sparse and inp is x:
-            K.sparse_matmul(ws.rptr, ws.rcol, ws.rval, lin.params["W"], a)
+            K.sparse_matmul(*by_rows, lin.params["W"], a)
         else:
             np.matmul(inp, lin.params["W"], out=a)       # (M, H)
         K.bias_act(a, lin.params["b"], act, h)
@@ -182,7 +189,7 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
         if dx is not None:
             np.matmul(d_out, lin.params["W"].T, out=dx)
         if sparse and h_in is x:
-            K.sparse_matmul_t(ws.cptr, ws.crow, ws.cval, d_out, lin.grads["W"])
+            K.sparse_matmul_t(*by_columns, d_out, lin.grads["W"])
         else:
             np.matmul(h_in.T, d_out, out=lin.grads["W"])
         if upd is not None:
@@ -299,8 +306,8 @@ class FastAEVB(AEVB):
     zeros (see :func:`fast_loss_and_grads`); False keeps them dense; None (the
     default) chooses True when NumPy's BLAS runs on one thread, as in the
     sweeps and on a busy machine. Against one BLAS thread the sparse products
-    made the MNIST step 1.06x (float32) and 1.11x (float64) faster; against
-    two, 0.91-0.97x, so they are not taken there (``docs/performance.md``).
+    made the MNIST step 1.05x (float32) and 1.09x (float64) faster; against
+    two, 0.95x and 0.99x, so they are not taken there (``docs/performance.md``).
 
     Raises
     ------
