@@ -524,7 +524,7 @@ def main(args):
         results["floor"] = physical_floor(float(np.mean([np.count_nonzero(b) / b.size for b in batches])))
         for dt in dtypes:
             f = results["floor"][dt]
-            f["numba_takes_sparse_products"] = bool(contenders[f"numba/{dt}"].step.sparse_input)
+            f["numba_takes_sparse_products"] = contenders[f"numba/{dt}"].step.takes_sparse_products()
             f["numba_fraction_of_floor"] = (f["sparse_floor_ms"] if f["numba_takes_sparse_products"]
                                             else f["floor_ms"]) / results[dt]["numba_ms"]
             f["sparse_fraction_of_floor"] = f["sparse_floor_ms"] / results[dt]["sparse_ms"]

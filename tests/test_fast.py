@@ -303,12 +303,17 @@ def test_the_sparse_products_are_chosen_with_one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     model = VAE(D=8, H=6, J=2, random_state=0)
-    with threadpool_limits(1, user_api="blas"):
-        assert step_module.blas_threads() == 1 and FastAEVB(model, Adagrad()).sparse_input
+    x = np.zeros((4, 8))
+    x[:, 0] = 1.0                                            # 1/8 of the pixels nonzero
+    one = FastAEVB(model, Adagrad())                         # built before the thread count is set,
+    with threadpool_limits(1, user_api="blas"):             # as minivae train does: chosen at the first step
+        assert step_module.blas_threads() == 1
+        one(x, None, np.random.default_rng(0))
+    assert one.takes_sparse_products() is True
     with threadpool_limits(2, user_api="blas"):
         if step_module.blas_threads() == 2:                  # a BLAS built without threads stays at 1
-            assert not FastAEVB(model, Adagrad()).sparse_input
-    assert FastAEVB(model, Adagrad(), sparse_input=False).sparse_input is False
+            assert FastAEVB(model, Adagrad()).takes_sparse_products() is False
+    assert FastAEVB(model, Adagrad(), sparse_input=False).takes_sparse_products() is False
 
 
 def test_changing_minibatch_size_between_steps():

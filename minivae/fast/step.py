@@ -304,8 +304,8 @@ class FastAEVB(AEVB):
 
     ``sparse_input``: True lets the two products with a mostly-zero x skip its
     zeros (see :func:`fast_loss_and_grads`); False keeps them dense; None (the
-    default) chooses True when NumPy's BLAS runs on one thread, as in the
-    sweeps and on a busy machine. Against one BLAS thread the sparse products
+    default) chooses True when NumPy's BLAS runs on one thread at the first
+    step, as in the sweeps and on a busy machine (:meth:`takes_sparse_products`). Against one BLAS thread the sparse products
     made the MNIST step 1.05x (float32) and 1.09x (float64) faster; against
     two, 0.95x and 0.99x, so they are not taken there (``docs/performance.md``).
 
@@ -317,19 +317,26 @@ class FastAEVB(AEVB):
 
     def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0, sparse_input=None):
         super().__init__(model, optimizer, estimator, L, weight_decay)
-        if sparse_input is None:               # measured: they pay against one BLAS thread, not against two
-            sparse_input = blas_threads() == 1
-        self.sparse_input = bool(sparse_input)
+        self.sparse_input = None if sparse_input is None else bool(sparse_input)   # None: chosen at the first step
         reason = why_not(model, optimizer)
         if reason is not None:
             raise FastPathUnavailable(reason)
         self._workspaces = {}
         self._views = {}                       # flat views of (parameter, gradient, Adagrad state) arrays
 
+    def takes_sparse_products(self):
+        """Whether the products with a mostly-zero x skip its zeros; with ``sparse_input=None``, decided
+        (and kept) at the first call: True if BLAS runs on one thread then (measured: they pay against
+        one BLAS thread, not against two). At the first step, not at construction, so that the thread
+        count ``minivae train`` sets after building the step is the one seen."""
+        if self.sparse_input is None:
+            self.sparse_input = blas_threads() == 1
+        return self.sparse_input
+
     def loss_and_grads(self, x, eps):
         """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""
         return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
-                                   sparse_input=self.sparse_input)
+                                   sparse_input=self.takes_sparse_products())
 
     def __call__(self, x, idx, rng):
         """The readable step's ``loss_and_grads`` then ``optimizer.step``, the update fused into the backward pass."""
@@ -337,5 +344,5 @@ class FastAEVB(AEVB):
         eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J), as the readable step
         loss, elbo = fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
                                          update=(self.optimizer, self.weight_decay, self._views),
-                                         sparse_input=self.sparse_input)
+                                         sparse_input=self.takes_sparse_products())
         return StepResult(loss, elbo)
