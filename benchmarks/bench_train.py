@@ -15,17 +15,22 @@ Prints a table, then one JSON line with every number:
    ``value_and_grad`` and a hand-written Adagrad with the same weight decay,
    in one ``jax.jit`` with the parameters and the Adagrad state donated) if
    jax is installed, in float32 and float64. The Numba path runs three times:
-   as ``minivae train`` runs it, and with each choice of its products with x
-   forced: dense (``sparse_input=False``, what the other contenders compute)
-   and skipping x's zeros (MNIST is 81 % zeros; ``sparse_input=True``). Its
-   own choice is sparse with one BLAS thread, dense with more.
+   as ``minivae train`` runs it (with two threads: the two-thread step of
+   ``minivae.fast.pair``, its products skipping x's zeros), and on the calling
+   thread alone (``two_threads=False``, BLAS's own threads for the products)
+   with each choice of its products with x forced: dense (``sparse_input=False``,
+   what the other contenders compute) and skipping x's zeros (MNIST is 81 %
+   zeros; ``sparse_input=True``).
    Neither PyTorch nor JAX is a dependency of
    minivae; each is skipped, with a note, when not installed. All
    start from the same initial weights and see the same minibatches (real MNIST
    grey levels, or random binary images of the same shape with
    ``--random-data`` or when MNIST is not found). Contenders are interleaved:
    each repetition times ``--steps`` steps of each in turn (in a rotating
-   order), after a warm-up; the table shows medians over ``--repeat``
+   order), after a warm-up; each turn starts after a pause (``--settle``,
+   0.3 s) and 10 untimed steps, so that no turn shares the cores with the
+   threads the previous contender left spinning (OpenBLAS's spin for about
+   0.1 s after a product), and each is timed running back to back, as in training. The table shows medians over ``--repeat``
    repetitions, and ratios are taken pair by pair within each repetition.
 2. The step's matrix products alone: the same 11 ``np.matmul`` calls into the
    same buffers as the dense-product Numba step (the floor no dense NumPy program
@@ -47,7 +52,7 @@ OpenBLAS's, Numba's and torch's thread counts alike.
 
 Usage::
 
-    python benchmarks/bench_train.py [--threads 2] [--repeat 15] [--steps 30] [--data-dir DIR]
+    python benchmarks/bench_train.py [--threads 2] [--repeat 15] [--steps 30] [--settle 0.3] [--data-dir DIR]
                                      [--random-data] [--no-torch] [--no-jax] [--no-numpy] [--no-latency]
                                      [--floor] [--check-epoch] [--breakdown]
 """
@@ -76,6 +81,8 @@ def parse_args(argv=None):
                         help="threads for OpenBLAS, Numba and torch (default: usable cores)")
     parser.add_argument("--repeat", type=int, default=15, help="timed repetitions per contender")
     parser.add_argument("--steps", type=int, default=30, help="training steps per repetition")
+    parser.add_argument("--settle", type=float, default=0.3,
+                        help="seconds of pause, then 10 untimed steps, before each contender's turn (0: none)")
     parser.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $MINIVAE_DATA, cache)")
     parser.add_argument("--random-data", action="store_true", help="random binary images instead of MNIST")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
@@ -131,15 +138,17 @@ def load_batches(args, n_batches=60):
 
 # --- contenders: each is a function run(k) doing k training steps --------------------------------
 
-def minivae_contender(fast, dtype, batches, sparse_input=None):
+def minivae_contender(fast, dtype, batches, sparse_input=None, two_threads=None):
     """k training steps of minivae's readable AEVB step or of its fast twin, as fit runs them.
 
-    ``sparse_input``: None, the fast step's own choice (sparse products with one BLAS thread);
-    True or False forces the products with x to skip its zeros, or to stay dense.
+    ``sparse_input``, ``two_threads``: None, the fast step's own choice (two threads of its own and
+    sparse products when BLAS has two threads; sparse products with one BLAS thread); True or False
+    forces them (``FastAEVB``).
     """
     model = VAE(D, H, J, decoder="bernoulli", activation="tanh", init="paper", dtype=dtype, random_state=0)
     if fast:
-        step = FastAEVB(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA, sparse_input=sparse_input)
+        step = FastAEVB(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA, sparse_input=sparse_input,
+                        two_threads=two_threads)
     else:
         step = AEVB(model, Adagrad(LR), "B", L, weight_decay=1.0 / N_DATA)
     rng = np.random.default_rng(1)
@@ -285,8 +294,16 @@ def jax_contender(dtype, batches):
 
 # --- timing -----------------------------------------------------------------------------------
 
-def time_interleaved(contenders, repeat, steps, warmup=5, clock=time.perf_counter):
-    """Per-step seconds: {name: [one value per repetition]}, contenders taking turns."""
+def time_interleaved(contenders, repeat, steps, warmup=5, clock=time.perf_counter, settle=0.3):
+    """Per-step seconds: {name: [one value per repetition]}, contenders taking turns.
+
+    ``settle``: before each turn, a pause of that many seconds, then 10 untimed steps. The
+    threads a contender leaves behind wait for work by spinning for a while (OpenBLAS's
+    for about 0.1 s): without the pause, the next contender's turn shares the cores with them.
+    After a pause, the two-thread step's first 5 or so steps are slow (measured: 10 ms instead
+    of 6-7 in float32, as if its two threads shared a core until the scheduler moved one);
+    a training run steps back to back, so the untimed steps are what it sees.
+    """
     for run in contenders.values():
         run(warmup)
     names = list(contenders)
@@ -294,6 +311,9 @@ def time_interleaved(contenders, repeat, steps, warmup=5, clock=time.perf_counte
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)]   # rotate who goes first
         for name in order:
+            if settle > 0:
+                time.sleep(settle)
+                contenders[name](10)
             t0 = clock()
             contenders[name](steps)
             times[name].append((clock() - t0) / steps)
@@ -353,12 +373,13 @@ def check_epoch(args):
 
 
 def breakdown(batches, steps):
-    """Milliseconds per Numba step spent in each kernel, in the matrix products and in the rest."""
+    """Milliseconds per Numba step spent in each kernel, in the matrix products and in the rest
+    (the step on one thread, ``two_threads=False``: on two, the timers would overlap)."""
     from minivae.fast import step as step_module
 
     out = {}
     for dtype in ("float32", "float64"):
-        run = minivae_contender(True, dtype, batches)
+        run = minivae_contender(True, dtype, batches, two_threads=False)   # timers on one thread only add up
         run(5)
         spent = {}
 
@@ -477,8 +498,8 @@ def main(args):
         if not args.no_numpy:
             contenders[f"numpy/{dt}"] = minivae_contender(False, dt, batches)
         contenders[f"numba/{dt}"] = minivae_contender(True, dt, batches)
-        contenders[f"dense/{dt}"] = minivae_contender(True, dt, batches, sparse_input=False)
-        contenders[f"sparse/{dt}"] = minivae_contender(True, dt, batches, sparse_input=True)
+        contenders[f"dense/{dt}"] = minivae_contender(True, dt, batches, sparse_input=False, two_threads=False)
+        contenders[f"sparse/{dt}"] = minivae_contender(True, dt, batches, sparse_input=True, two_threads=False)
         contenders[f"matmul/{dt}"] = matmul_contender(contenders[f"dense/{dt}"])
         if "torch" in versions:
             contenders[f"torch/{dt}"] = torch_contender(dt, batches, args.threads)
@@ -488,7 +509,7 @@ def main(args):
     load_before = os.getloadavg()
     if args.clock == "cpu" and args.threads != 1:
         raise SystemExit("--clock cpu needs --threads 1 (with more threads CPU time adds up over them).")
-    times = time_interleaved(contenders, args.repeat, args.steps,
+    times = time_interleaved(contenders, args.repeat, args.steps, settle=args.settle,
                              clock=time.process_time if args.clock == "cpu" else time.perf_counter)
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
@@ -516,6 +537,9 @@ def main(args):
                     r[f"{fast}_over_{other}_quartiles"] = _quartiles(rs)
         rs = ratios(f"sparse/{dt}", f"dense/{dt}")
         r["sparse_over_dense"], r["sparse_over_dense_quartiles"] = statistics.median(rs), _quartiles(rs)
+        rs = ratios(f"numba/{dt}", f"dense/{dt}")
+        r["numba_over_dense"], r["numba_over_dense_quartiles"] = statistics.median(rs), _quartiles(rs)
+        r["numba_takes_two_threads"] = contenders[f"numba/{dt}"].step.takes_two_threads()
         shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"dense/{dt}")]
         r["matmul_share_of_numba_step"] = statistics.median(shares)
         r["matmul_share_quartiles"] = _quartiles(shares)
@@ -549,6 +573,9 @@ def main(args):
             ("dense", "  with dense products"), ("sparse", "  with sparse products with x"),
             ("torch", f"PyTorch {versions.get('torch')}, {opt_kind} Adagrad"),
             ("jax", f"JAX {versions.get('jax')}, one jax.jit"), ("matmul", "matrix products only")]
+    if results["float32"].get("numba_takes_two_threads"):
+        rows[1] = ("numba", "minivae, Numba path (two-thread)")
+        rows[2:4] = [("dense", "  one thread + BLAS's, dense"), ("sparse", "  one thread + BLAS's, sparse")]
     for key, label in rows:
         if f"{key}_ms" not in results["float32"]:
             continue
@@ -558,7 +585,8 @@ def main(args):
             cells += f"{ms:8.2f}{f'({q1:.2f}-{q3:.2f})':>14s}{M / ms * 1e3:10.0f}"
         print(f"{label:34s}{cells}")
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
-                       ("numba_over_jax", "Numba / JAX (speed)"), ("sparse_over_dense", "sparse / dense products"),
+                       ("numba_over_jax", "Numba / JAX (speed)"), ("numba_over_dense", "Numba / dense products"),
+                       ("sparse_over_dense", "sparse / dense products"),
                        ("dense_over_torch", "dense products / PyTorch"), ("dense_over_jax", "dense products / JAX"),
                        ("matmul_share", "products / dense-product step")]:
         k = key if key != "matmul_share" else "matmul_share_of_numba_step"

@@ -224,26 +224,37 @@ def _assert_same_steps(a, b, tol):
         assert relative_error(state_a[k], state_b[k]) <= tol, k
 
 
+@pytest.fixture(params=["one-thread", "two-thread"])
+def threads(request, monkeypatch):
+    """The fast step's keywords for each way of running it: on the calling thread (BLAS's own threads),
+    or on two threads of its own (minivae.fast.pair) with every layer split, however small."""
+    if request.param == "one-thread":
+        return dict(two_threads=False)
+    monkeypatch.setattr(step_module, "PAIR_MIN_WORK", 0)
+    return dict(two_threads=True)
+
+
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("L", [1, 3])
 @pytest.mark.parametrize("est", ["A", "B"])
 @pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
-def test_training_steps_agree_in_float64(decoder, sigmoid_mean, est, L, optimizer):
+def test_training_steps_agree_in_float64(decoder, sigmoid_mean, est, L, optimizer, threads):
     args = (decoder, sigmoid_mean, est, L, optimizer)
-    _assert_same_steps(_steps(False, *args), _steps(True, *args), 1e-12)
+    _assert_same_steps(_steps(False, *args), _steps(True, *args, **threads), 1e-12)
 
 
 @pytest.mark.parametrize("H", [(), (12, 8)], ids=["linear", "two-hidden"])
 @pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
-def test_other_depths_agree(decoder, sigmoid_mean, H):
+def test_other_depths_agree(decoder, sigmoid_mean, H, threads):
     args = (decoder, sigmoid_mean, "A", 2, "adam")
     kw = dict(sizes=(10, H, 3, 5))
-    _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw), 1e-12)
+    _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw, **threads), 1e-12)
 
 
+@pytest.mark.parametrize("two_threads", [False, True], ids=["one-thread", "two-thread"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
 @pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
-def test_paper_sized_and_large_steps_agree(decoder, sigmoid_mean, dtype, tol):
+def test_paper_sized_and_large_steps_agree(decoder, sigmoid_mean, dtype, tol, two_threads):
     """The MNIST model's sizes (784-500, M = 100); with the JIT, a batch large enough for the
     threaded branch of the heads and of bias + activation.
 
@@ -255,7 +266,7 @@ def test_paper_sized_and_large_steps_agree(decoder, sigmoid_mean, dtype, tol):
         assert min(M * D, M * H) >= kernels.PARALLEL_MIN_SIZE
     args = (decoder, sigmoid_mean, "B", 1, "adagrad" if dtype == "float64" else "sgd")
     kw = dict(dtype=dtype, sizes=(D, H, 10, M), n_steps=1)
-    _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw), tol)
+    _assert_same_steps(_steps(False, *args, **kw), _steps(True, *args, **kw, two_threads=two_threads), tol)
 
 
 class _Calls:
@@ -277,11 +288,14 @@ def test_a_mostly_zero_input_takes_the_sparse_products_and_agrees(monkeypatch, d
                                                                    optimizer):
     """x with 15 % nonzero pixels, an empty row and an empty column: the products with x skip its
     zeros, and the step is the readable one (and the fast step with dense products) to 1e-12."""
+    """x with 15 % nonzero pixels, an empty row and an empty column: the products with x skip its
+    zeros, and the step is the readable one (and the fast step with dense products) to 1e-12.
+    On one thread (spies on the sparse products)."""
     calls = {name: _Calls(getattr(kernels, name)) for name in ("sparse_matmul", "sparse_matmul_t")}
     for name, spy in calls.items():
         monkeypatch.setattr(kernels, name, spy)
     args = (decoder, sigmoid_mean, est, 2, optimizer)
-    kw = dict(sizes=(30, H, 4, 16), n_steps=3, density=0.15)
+    kw = dict(sizes=(30, H, 4, 16), n_steps=3, density=0.15, two_threads=False)
     readable, sparse = _steps(False, *args, **kw), _steps(True, *args, **kw, sparse_input=True)
     assert calls["sparse_matmul"].n == calls["sparse_matmul_t"].n == 3       # one of each per step
     _assert_same_steps(readable, sparse, 1e-12)
@@ -290,16 +304,21 @@ def test_a_mostly_zero_input_takes_the_sparse_products_and_agrees(monkeypatch, d
     _assert_same_steps(readable, dense, 1e-12)
 
 
-def test_a_dense_input_takes_the_dense_products(monkeypatch):
-    spy = _Calls(kernels.sparse_index)
-    monkeypatch.setattr(kernels, "sparse_index", spy)
-    _steps(True, "bernoulli", True, "B", 1, "adagrad", density=0.5, sparse_input=True)   # above the density
+@pytest.mark.parametrize("two_threads,index", [(False, "sparse_index"), (True, "sparse_rows")],
+                         ids=["one-thread", "two-thread"])
+def test_a_dense_input_takes_the_dense_products(monkeypatch, two_threads, index):
+    spy = _Calls(getattr(kernels, index))
+    monkeypatch.setattr(kernels, index, spy)
+    kw = dict(sparse_input=True, two_threads=two_threads)
+    _steps(True, "bernoulli", True, "B", 1, "adagrad", density=0.5, **kw)   # above the density
     assert step_module.SPARSE_MAX_DENSITY < 0.5 and spy.n == 0
-    _steps(True, "bernoulli", True, "B", 1, "adagrad", density=0.1, sparse_input=True)
+    _steps(True, "bernoulli", True, "B", 1, "adagrad", density=0.1, **kw)
     assert spy.n == 2
 
 
-def test_the_sparse_products_are_chosen_with_one_blas_thread():
+def test_the_threads_and_the_sparse_products_are_chosen_from_the_blas_thread_count():
+    """One BLAS thread at the first step: one thread, sparse products. Two: the two-thread step (its
+    products run on one BLAS thread each), sparse products. Forced choices are kept."""
     from threadpoolctl import threadpool_limits
 
     model = VAE(D=8, H=6, J=2, random_state=0)
@@ -309,11 +328,15 @@ def test_the_sparse_products_are_chosen_with_one_blas_thread():
     with threadpool_limits(1, user_api="blas"):             # as minivae train does: chosen at the first step
         assert step_module.blas_threads() == 1
         one(x, None, np.random.default_rng(0))
-    assert one.takes_sparse_products() is True
+    assert one.takes_two_threads() is False and one.takes_sparse_products() is True
     with threadpool_limits(2, user_api="blas"):
-        if step_module.blas_threads() == 2:                  # a BLAS built without threads stays at 1
-            assert FastAEVB(model, Adagrad()).takes_sparse_products() is False
-    assert FastAEVB(model, Adagrad(), sparse_input=False).takes_sparse_products() is False
+        if step_module.blas_threads() == 2 and step_module.usable_cores() >= 2:   # (a BLAS without threads: 1)
+            two = FastAEVB(model, Adagrad())
+            assert two.takes_two_threads() is True and two.takes_sparse_products() is True
+            alone = FastAEVB(model, Adagrad(), two_threads=False)
+            assert alone.takes_two_threads() is False and alone.takes_sparse_products() is False
+    forced = FastAEVB(model, Adagrad(), sparse_input=False, two_threads=True)
+    assert forced.takes_sparse_products() is False and forced.takes_two_threads() is True
 
 
 def test_changing_minibatch_size_between_steps():

@@ -296,6 +296,28 @@ def test_optimizer_steps(dtype, n):
         _check(K.adam_step, (p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, decay), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_optimizer_parts_update_their_range_and_nothing_else(dtype):
+    """sgd_part, adagrad_part and adam_part against their twins, and each equal to the whole-array
+    kernel on its range (so two halves make one whole update); outside the range nothing changes."""
+    rng = np.random.default_rng(12)
+    n, lo, hi = 41, 9, 30
+    p, g = rng.standard_normal((2, n)).astype(dtype)
+    G, v = (rng.random((2, n)) + 0.01).astype(dtype)
+    m = (0.1 * rng.standard_normal(n)).astype(dtype)
+    cases = [(K.sgd_part, K.sgd_step, (p, g), (0.1, 0.5)),
+             (K.adagrad_part, K.adagrad_step, (p, g, G), (0.02, 1e-10, 0.5)),
+             (K.adam_part, K.adam_step, (p, g, m, v), (3, 1e-3, 0.9, 0.999, 1e-8, 0.5))]
+    for part, whole, arrays, scalars in cases:
+        after, _ = _check(part, arrays + scalars + (lo, hi), dtype)
+        ranged = [a[lo:hi].copy() for a in arrays]
+        whole(*ranged, *scalars)
+        for a_before, a_after, a_whole in zip(arrays, after, ranged):
+            np.testing.assert_array_equal(a_after[lo:hi], a_whole)
+            np.testing.assert_array_equal(a_after[:lo], a_before[:lo])
+            np.testing.assert_array_equal(a_after[hi:], a_before[hi:])
+
+
 def test_optimizer_kernels_update_in_place():
     p, g, G = np.ones(5), np.full(5, 0.5), np.zeros(5)
     K.adagrad_step(p, g, G, 0.1, 0.0, 0.0)
@@ -452,6 +474,20 @@ def test_sparse_index(dtype):
         col = np.zeros(len(x), dtype)
         col[crow[cptr[d]:cptr[d + 1]]] = cval[cptr[d]:cptr[d + 1]]
         np.testing.assert_array_equal(col, x[:, d])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_sparse_index_is_its_row_half_then_its_column_half(dtype):
+    """sparse_rows then sparse_columns (the two-thread step makes the second on its worker) against
+    their twins, and together sparse_index's arrays; count_nonzero is the count."""
+    x = _sparse_x(dtype)
+    whole = _index_arrays(x)
+    n = K.sparse_index(x, *whole)
+    (_, rptr, rcol, rval), m = _check(K.sparse_rows, (x, *_index_arrays(x)[:3]), dtype)
+    (_, _, _, cptr, crow, cval), _ = _check(K.sparse_columns, (rptr, rcol, rval, *_index_arrays(x)[3:]), dtype)
+    assert m == n == K.count_nonzero(x) == K.count_nonzero_numpy(x) == np.count_nonzero(x)
+    for a, b in zip((rptr, rcol, rval, cptr, crow, cval), whole):
+        np.testing.assert_array_equal(a[:n + 1], b[:n + 1])
 
 
 # (M, D, C): small, and MNIST's first layer (too slow as Python: with the JIT only)

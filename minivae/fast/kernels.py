@@ -22,11 +22,13 @@ What is fused (one pass over the data each):
   KL (estimator B) or log p(z) - log q(z|x) (estimator A) terms, and the
   heads' bias gradients.
 - ``sgd_step``, ``adagrad_step``, ``adam_step``: in-place updates with the weight
-  decay added to the gradient, one pass.
-- ``count_bad``: finite and in-range data check without a temporary.
-- ``sparse_index``, ``sparse_matmul``, ``sparse_matmul_t``: the two products
-  with a mostly-zero input x (``x @ W`` and ``x.T @ G``) from an index of its
-  nonzero entries, built once per minibatch.
+  decay added to the gradient, one pass; ``sgd_part``, ``adagrad_part``,
+  ``adam_part``: the same for a range of elements, on the calling thread alone.
+- ``count_bad``: finite and in-range data check without a temporary;
+  ``count_nonzero``: the nonzero entries (np.count_nonzero is 5x slower on float32).
+- ``sparse_index`` (``sparse_rows`` then ``sparse_columns``), ``sparse_matmul``,
+  ``sparse_matmul_t``: the two products with a mostly-zero input x (``x @ W``
+  and ``x.T @ G``) from an index of its nonzero entries, built once per minibatch.
 
 Other matrix products are *not* jitted: the model calls NumPy's BLAS (OpenBLAS
 here) as ``np.matmul(a, b, out=buffer)``, with transposes passed as views
@@ -92,8 +94,8 @@ __all__ = [
     "ACT_CODES", "TWINS", "JIT_ENABLED",
     "bias_act", "bias_act_backward", "bernoulli_head", "gaussian_head",
     "reparameterize_kl", "reparameterize_kl_backward",
-    "sgd_step", "adagrad_step", "adam_step", "count_bad",
-    "sparse_index", "sparse_matmul", "sparse_matmul_t",
+    "sgd_step", "adagrad_step", "adam_step", "sgd_part", "adagrad_part", "adam_part", "count_bad",
+    "sparse_index", "sparse_rows", "sparse_columns", "sparse_matmul", "sparse_matmul_t", "count_nonzero",
     "bernoulli_ll", "gaussian_ll", "log_mean_exp_accumulate",
     "exp_", "tanh_", "log1p_unit", "exp_array", "tanh_array", "log1p_unit_array",
 ]
@@ -917,6 +919,44 @@ def adam_step_numpy(p, g, m, v, t, lr, beta1, beta2, eps, decay):
     adam_update(p, decayed_gradient(g, p, decay), m, v, t, lr, beta1, beta2, eps)
 
 
+
+# The same three updates for elements [lo, hi) only, on the calling thread (never Numba's
+# threads): the two-thread step (``minivae.fast.pair``) runs them beside other work, where a
+# threaded kernel must not start.
+
+@njit(**_OPTS)
+def sgd_part(p, g, lr, decay, lo, hi):
+    """Elements [lo, hi) of :func:`sgd_step`, on the calling thread."""
+    f = p.dtype.type
+    _sgd_range(p[lo:hi], g[lo:hi], f(lr), f(decay))
+
+
+def sgd_part_numpy(p, g, lr, decay, lo, hi):
+    sgd_step_numpy(p[lo:hi], g[lo:hi], lr, decay)
+
+
+@njit(**_OPTS)
+def adagrad_part(p, g, G, lr, eps, decay, lo, hi):
+    """Elements [lo, hi) of :func:`adagrad_step`, on the calling thread."""
+    f = p.dtype.type
+    _adagrad_range(p[lo:hi], g[lo:hi], G[lo:hi], f(lr), f(eps), f(decay))
+
+
+def adagrad_part_numpy(p, g, G, lr, eps, decay, lo, hi):
+    adagrad_step_numpy(p[lo:hi], g[lo:hi], G[lo:hi], lr, eps, decay)
+
+
+@njit(**_OPTS)
+def adam_part(p, g, m, v, t, lr, beta1, beta2, eps, decay, lo, hi):
+    """Elements [lo, hi) of :func:`adam_step`, on the calling thread."""
+    f = p.dtype.type
+    _adam_range(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], f(lr), f(beta1), f(beta2), f(1.0 - beta1), f(1.0 - beta2),
+                f(1.0 - beta1 ** t), f(1.0 - beta2 ** t), f(eps), f(decay))
+
+
+def adam_part_numpy(p, g, m, v, t, lr, beta1, beta2, eps, decay, lo, hi):
+    adam_step_numpy(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], t, lr, beta1, beta2, eps, decay)
+
 # --- forward only: the evaluation's log-likelihoods and log-mean-exp -----------------------------
 #
 # The recorded bound and the importance-sampled log p(x) need no gradient: these
@@ -1089,6 +1129,21 @@ def count_bad_numpy(x, lo, hi):
     return int(np.count_nonzero(~np.isfinite(x) | (x < lo) | (x > hi)))
 
 
+@njit(**_OPTS)
+def count_nonzero(x):
+    """How many entries of the 2-D array x are not zero (np.count_nonzero, in one vectorised pass)."""
+    n = 0
+    for i in range(x.shape[0]):
+        xi = x[i]
+        for j in range(x.shape[1]):
+            n += 0 if xi[j] == 0 else 1
+    return n
+
+
+def count_nonzero_numpy(x):
+    return int(np.count_nonzero(x))
+
+
 # --- a sparse input: the first layer's two products with x ------------------------------------------
 #
 # MNIST's pixels are 81 % zeros, and the two products of a step that involve x
@@ -1096,9 +1151,51 @@ def count_bad_numpy(x, lo, hi):
 # arithmetic on them. With the nonzero pixels indexed once per minibatch, each
 # product is one pass of row additions (four rows at a time, so a row of the
 # output is loaded and stored once per four terms). The terms are the nonzero
-# ones of the dense product, summed in another order. One thread: they are
-# taken only when BLAS has one (minivae.fast.step), and on two threads, split
-# in row chunks, they made the MNIST step slower than two-threaded BLAS did.
+# ones of the dense product, summed in another order. They run on one thread:
+# the step takes them when each product runs on one (minivae.fast.step: BLAS on
+# one thread, or the two-thread step, which gives each thread half the rows);
+# split in row chunks over Numba's threads, they made the MNIST step slower than
+# two-threaded BLAS did.
+
+@njit(**_OPTS)
+def sparse_rows(x, rptr, rcol, rval):
+    """Index the nonzero entries of the 2-D array x by rows (the first half of :func:`sparse_index`);
+    return how many there are."""
+    M, D = x.shape
+    n = 0
+    for m in range(M):
+        rptr[m] = n
+        xm = x[m]
+        for d in range(D):
+            v = xm[d]
+            if v != 0:
+                rcol[n] = d
+                rval[n] = v
+                n += 1
+    rptr[M] = n
+    return n
+
+
+@njit(**_OPTS)
+def sparse_columns(rptr, rcol, rval, cptr, crow, cval):
+    """The column index of :func:`sparse_index` from its row index (``D = len(cptr) - 1`` columns);
+    reads only the row index, so it may run while x's first products are computed."""
+    M, D = rptr.shape[0] - 1, cptr.shape[0] - 1
+    for d in range(D + 1):
+        cptr[d] = 0
+    for k in range(rptr[M]):
+        cptr[rcol[k] + 1] += 1
+    for d in range(D):
+        cptr[d + 1] += cptr[d]
+    fill = cptr[:D].copy()
+    for m in range(M):
+        for k in range(rptr[m], rptr[m + 1]):
+            d = rcol[k]
+            j = fill[d]
+            crow[j] = m
+            cval[j] = rval[k]
+            fill[d] = j + 1
+
 
 @njit(**_OPTS)
 def sparse_index(x, rptr, rcol, rval, cptr, crow, cval):
@@ -1114,32 +1211,24 @@ def sparse_index(x, rptr, rcol, rval, cptr, crow, cval):
         and ``cval[...]``, in increasing row order.
     crow, cval : as rcol, rval.
     """
-    M, D = x.shape
-    n = 0
-    for d in range(D + 1):
-        cptr[d] = 0
-    for m in range(M):
-        rptr[m] = n
-        xm = x[m]
-        for d in range(D):
-            v = xm[d]
-            if v != 0:
-                rcol[n] = d
-                rval[n] = v
-                cptr[d + 1] += 1
-                n += 1
-    rptr[M] = n
-    for d in range(D):
-        cptr[d + 1] += cptr[d]
-    fill = cptr[:D].copy()
-    for m in range(M):
-        for k in range(rptr[m], rptr[m + 1]):
-            d = rcol[k]
-            j = fill[d]
-            crow[j] = m
-            cval[j] = rval[k]
-            fill[d] = j + 1
+    n = sparse_rows(x, rptr, rcol, rval)
+    sparse_columns(rptr, rcol, rval, cptr, crow, cval)
     return n
+
+
+def sparse_rows_numpy(x, rptr, rcol, rval):
+    rows, cols = np.nonzero(x)                                   # row-major order
+    n = len(rows)
+    rptr[...] = np.searchsorted(rows, np.arange(x.shape[0] + 1))
+    rcol[:n], rval[:n] = cols, x[rows, cols]
+    return n
+
+
+def sparse_columns_numpy(rptr, rcol, rval, cptr, crow, cval):
+    x = _dense_from_index(rptr, rcol, rval, len(cptr) - 1)
+    rows, cols = np.nonzero(x.T)                                 # by column, rows increasing within each
+    cptr[...] = np.searchsorted(rows, np.arange(len(cptr)))
+    crow[:len(rows)], cval[:len(rows)] = cols, x[cols, rows]
 
 
 def sparse_index_numpy(x, rptr, rcol, rval, cptr, crow, cval):
@@ -1215,6 +1304,9 @@ TWINS = {
     sgd_step: sgd_step_numpy,
     adagrad_step: adagrad_step_numpy,
     adam_step: adam_step_numpy,
+    sgd_part: sgd_part_numpy,
+    adagrad_part: adagrad_part_numpy,
+    adam_part: adam_part_numpy,
     count_bad: count_bad_numpy,
     bernoulli_ll: bernoulli_ll_numpy,
     gaussian_ll: gaussian_ll_numpy,
@@ -1223,6 +1315,9 @@ TWINS = {
     tanh_array: tanh_array_numpy,
     log1p_unit_array: log1p_unit_array_numpy,
     sparse_index: sparse_index_numpy,
+    sparse_rows: sparse_rows_numpy,
+    sparse_columns: sparse_columns_numpy,
+    count_nonzero: count_nonzero_numpy,
     sparse_matmul: sparse_matmul_numpy,
     sparse_matmul_t: sparse_matmul_t_numpy,
 }

@@ -21,13 +21,16 @@ import numpy as np
 
 from ..optim import Adagrad, Adam, SGD, decayed_gradient
 from ..steps import AEVB, StepResult
+from ..threads import usable_cores
 from . import kernels as K
 from .eligibility import FastPathUnavailable, layer_pairs, why_not
+from .pair import process_pair
 
 __all__ = ["FastAEVB", "fast_loss_and_grads", "fast_update", "blas_threads"]
 
 _KEEP_WORKSPACES = 4   # minibatch shapes kept (training, a last short batch, evaluation, ...)
 SPARSE_MAX_DENSITY = 0.25  # x's nonzero fraction up to which its products skip the zeros (MNIST: 0.19)
+PAIR_MIN_WORK = 4_000_000  # rows x weights of a layer from which the two-thread step splits its work
 
 
 def blas_threads():
@@ -35,6 +38,30 @@ def blas_threads():
     from threadpoolctl import threadpool_info
     counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
     return min(counts) if counts else None
+
+
+_BLAS = []
+
+
+class _one_blas_thread:
+    """A context in which NumPy's BLAS runs on one thread, the previous counts restored after.
+
+    The BLAS libraries are found once (threadpoolctl), then set directly through
+    threadpoolctl's controllers for them: 5 us a step instead of 30 for ``limit()``.
+    """
+
+    def __enter__(self):
+        if not _BLAS:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.extend(ThreadpoolController().select(user_api="blas").lib_controllers)
+        self.before = [lib.get_num_threads() for lib in _BLAS]
+        for lib in _BLAS:
+            lib.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        for lib, n in zip(_BLAS, self.before):
+            lib.set_num_threads(n)
 
 
 class _Workspace:
@@ -55,18 +82,26 @@ class _Workspace:
         self.dec_a, self.dec_h = [new(R, h) for h in hs], [new(R, h) for h in hs]
         self.dec_dh, self.dec_da = [new(R, h) for h in hs], [new(R, h) for h in hs]
         self.out_a, self.out_da, self.ll = new(R, D), new(R, D), new(R)
+        self.parts = new(2, D)                           # the output bias gradient of each half of the rows
         if model.decoder.kind == "gaussian":
             self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
+            self.parts2 = new(2, D)
             self.dh_tmp = new(R, hs[-1] if hs else J)
         self.index = None          # x's nonzero entries (kernels.sparse_index), made at the first sparse step
 
-    def sparse_index(self, x):
-        """Index x's nonzero entries into buffers kept here; return (rptr, rcol, rval), (cptr, crow, cval)."""
+    def sparse_index(self, x, columns=True):
+        """Index x's nonzero entries into buffers kept here; return (rptr, rcol, rval), (cptr, crow, cval).
+
+        ``columns=False``: only the row index; the column index's buffers are returned unwritten
+        (for ``kernels.sparse_columns`` to fill later)."""
         if self.index is None:
             M, D = x.shape
             self.index = (np.empty(M + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype),
                           np.empty(D + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype))
-        K.sparse_index(x, *self.index)
+        if columns:
+            K.sparse_index(x, *self.index)
+        else:
+            K.sparse_rows(x, *self.index[:3])
         return self.index[:3], self.index[3:]
 
 
@@ -100,18 +135,74 @@ class _Updates:
     number; each is updated only after its last use in the step.
     """
 
-    def __init__(self, optimizer, params, weight_decay, views):
-        self.optimizer, self.weight_decay, self.views = optimizer, weight_decay, views
+    def __init__(self, optimizer, params, weight_decay, views, serial=False):
+        self.optimizer, self.weight_decay, self.views, self.serial = optimizer, weight_decay, views, serial
         self.names = {id(p): name for name, p in params.items()}
         self.done = 0
         optimizer.t += 1
 
+    def task(self, p, g, lo=None, hi=None):
+        """The update of p (of its flat elements [lo, hi)) as ``(function, args)``; see :func:`_update_task`."""
+        return _update_task(self.optimizer, self.names[id(p)], p, g, self.weight_decay, self.views,
+                            self.serial, lo, hi)
+
     def __call__(self, p, g):
-        _update_one(self.optimizer, self.names[id(p)], p, g, self.weight_decay, self.views)
+        f, args = self.task(p, g)
+        f(*args)
         self.done += 1
 
 
-def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, sparse_input=True):
+def _forward_rows(inp, W, b, act, a, h, rows, r0, r1, half):
+    """Rows [r0, r1) of ``a = inp W + b; h = act(a)`` on the calling thread; ``rows``: x's row index, or None."""
+    if rows is not None:
+        K._add_rows(*rows, W, a, r0, r1)
+    else:
+        np.matmul(inp[r0:r1], W, out=a[r0:r1])
+    K._bias_act_rows(a, b, act, h, r0, r1)
+
+
+def _bernoulli_rows(h, W, b, x, w, a, ll, da, parts, r0, r1, half):
+    """Rows [r0, r1) of the logits and of :func:`kernels.bernoulli_head`; their bias gradient to parts[half]."""
+    np.matmul(h[r0:r1], W, out=a[r0:r1])
+    K._bernoulli_rows(a, b, x, w, ll, da, parts[half], r0, r1)
+
+
+def _gaussian_rows(h, Wm, bm, Wv, bv, x, sigmoid_mean, w, am, av, ll, dam, dav, parts_m, parts_v, r0, r1, half):
+    """Rows [r0, r1) of the two heads' products and of :func:`kernels.gaussian_head`."""
+    np.matmul(h[r0:r1], Wm, out=am[r0:r1])
+    np.matmul(h[r0:r1], Wv, out=av[r0:r1])
+    K._gaussian_rows(am, bm, av, bv, x, sigmoid_mean, w, ll, dam, dav, parts_m[half], parts_v[half], r0, r1)
+
+
+def _weight_grad_rows(h_in, d_out, gW, columns, r0, r1):
+    """Rows [r0, r1) of ``gW = h_in^T d_out``; ``columns``: x's column index (h_in is x), or None."""
+    if columns is not None:
+        K._add_rows(*columns, d_out, gW, r0, r1)
+    else:
+        np.matmul(h_in[:, r0:r1].T, d_out, out=gW[r0:r1])
+
+
+def _backward_rows(W, h_in, d_out, dx, gW, columns, C, updates, r0, r1, half):
+    """W's rows [r0, r1) (input units): their columns of ``dx = d_out W^T`` (if dx is not None), their
+    rows of ``gW = h_in^T d_out``, then their update ``updates[half]`` (a task for the flat elements
+    [r0 C, r1 C) of W, or None); nothing else of W is read or written."""
+    if dx is not None:
+        np.matmul(d_out, W[r0:r1].T, out=dx[:, r0:r1])
+    _weight_grad_rows(h_in, d_out, gW, columns, r0, r1)
+    if updates[half] is not None:
+        f, args = updates[half]
+        f(*args)
+
+
+def _bias_grad(parts, split, out):
+    """The bias gradient from the column sums of one or two halves of the rows."""
+    if split:
+        np.add(parts[0], parts[1], out=out)
+    else:
+        np.copyto(out, parts[0])
+
+
+def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, sparse_input=True, pair=None):
     """:meth:`VAE.loss_and_grads` with fused kernels and reused buffers: same arguments, same results.
 
     ``workspaces`` is a dict the caller keeps between calls (buffers per minibatch shape).
@@ -123,29 +214,39 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
     pixels are nonzero, the two products with x (the first layer's forward
     product and its weight gradient) skip the zeros (:func:`kernels.sparse_matmul`);
     False always takes the dense products.
+    ``pair``: None, or a :class:`minivae.fast.pair.Pair` (with BLAS on one thread): the step's
+    work on two threads, as that module describes; the numbers are the one-thread step's.
     """
     x = _checked_x(model, x)
     eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
     L, M, J = eps.shape
+    R = L * M
     ws = _workspace(workspaces, model, M, L)
     enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
     if x.dtype != model.dtype or not x.flags.c_contiguous:
         np.copyto(ws.x, x)
         x = ws.x
-    sparse = bool(sparse_input and enc_layers and np.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
-    if sparse:
-        by_rows, by_columns = ws.sparse_index(x)
+    sparse = bool(sparse_input and enc_layers and K.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
+    if sparse:      # (with the pair, the column index is made on the worker after the first product)
+        by_rows, by_columns = ws.sparse_index(x, columns=pair is None)
     enc, dec = model.encoder, model.decoder
+    splits = lambda lin, rows: rows * lin.params["W"].size >= PAIR_MIN_WORK   # noqa: E731 - worth two threads
     dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
     # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
     inp = x
     for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
-        if sparse and inp is x:
+        if pair is not None:                             # halves of the rows on two threads
+            pair.rows(_forward_rows, (inp, lin.params["W"], lin.params["b"], act, a, h,
+                                      by_rows if sparse and inp is x else None), M, splits(lin, M))
+        elif sparse and inp is x:
             K.sparse_matmul(*by_rows, lin.params["W"], a)
+            K.bias_act(a, lin.params["b"], act, h)
         else:
             np.matmul(inp, lin.params["W"], out=a)       # (M, H)
-        K.bias_act(a, lin.params["b"], act, h)
+            K.bias_act(a, lin.params["b"], act, h)
+        if pair is not None and sparse and inp is x:       # the column index, on the worker, beside what follows
+            pair.start((K.sparse_columns, (*by_rows, *by_columns)))
         inp = h
     h_enc = inp
     np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
@@ -157,21 +258,38 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
     # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
     inp = ws.z
     for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
-        np.matmul(inp, lin.params["W"], out=a)           # (L*M, H)
-        K.bias_act(a, lin.params["b"], act, h)
+        if pair is not None:
+            pair.rows(_forward_rows, (inp, lin.params["W"], lin.params["b"], act, a, h, None), R, splits(lin, R))
+        else:
+            np.matmul(inp, lin.params["W"], out=a)       # (L*M, H)
+            K.bias_act(a, lin.params["b"], act, h)
         inp = h
     h_dec = inp
+    if pair is not None:
+        pair.join()                                      # the column index is made
     dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
     if dec.kind == "bernoulli":
         lin = dec.logits
-        np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
-        K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
+        if pair is not None:
+            split = pair.rows(_bernoulli_rows, (h_dec, lin.params["W"], lin.params["b"], x, w, ws.out_a, ws.ll,
+                                                ws.out_da, ws.parts), R, splits(lin, R))
+            _bias_grad(ws.parts, split, lin.grads["b"])
+        else:
+            np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
+            K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
     else:
         m_lin, v_lin = dec.mean_layer, dec.log_var
-        np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
-        np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
-        K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
-                        ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
+        if pair is not None:
+            split = pair.rows(_gaussian_rows, (h_dec, m_lin.params["W"], m_lin.params["b"], v_lin.params["W"],
+                                               v_lin.params["b"], x, dec.sigmoid_mean, w, ws.out_a, ws.out_a2, ws.ll,
+                                               ws.out_da, ws.out_da2, ws.parts, ws.parts2), R, splits(m_lin, 2 * R))
+            _bias_grad(ws.parts, split, m_lin.grads["b"])
+            _bias_grad(ws.parts2, split, v_lin.grads["b"])
+        else:
+            np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
+            np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
+            K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
+                            ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
 
     # the bound is known now, before any gradient product: a non-finite loss changes no parameter
     ll = ws.ll.reshape(L, M)
@@ -182,10 +300,12 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
     loss = -float(np.mean(elbo))
     upd = None
     if update is not None and np.isfinite(loss):
-        upd = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {})
+        upd = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {}, pair is not None)
 
     def gradient_of_weight(lin, h_in, d_out, dx=None):
         """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated."""
+        if pair is not None:
+            return gradient_of_weight_on_two(lin, h_in, d_out, dx)
         if dx is not None:
             np.matmul(d_out, lin.params["W"].T, out=dx)
         if sparse and h_in is x:
@@ -196,18 +316,43 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
             upd(lin.params["W"], lin.grads["W"])
             upd(lin.params["b"], lin.grads["b"])
 
+    def gradient_of_weight_on_two(lin, h_in, d_out, dx):
+        """gradient_of_weight with the pair: each thread takes half of W's rows (input units): their
+        columns of dx, their rows of dW, and their update, which reads and writes those rows alone."""
+        W, gW = lin.params["W"], lin.grads["W"]
+        n, C = W.shape
+        split = splits(lin, d_out.shape[0])
+        updates = (None, None)
+        if upd is not None:
+            h = n // 2 if split and n >= 2 else n
+            updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
+        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, by_columns if sparse and h_in is x else None, C,
+                                   updates), n, split)
+        if upd is not None:
+            if updates[0] is None:                       # the kernels cannot take W: the readable update
+                upd(W, gW)
+            else:
+                upd.done += 1
+            upd(lin.params["b"], lin.grads["b"])
+
+    def act_backward(dh, a, h, act, da, db):
+        """kernels.bias_act_backward; with the pair, its serial form (the worker may be running)."""
+        if pair is None:
+            K.bias_act_backward(dh, a, h, act, da, db)
+        else:
+            K._act_backward_rows(dh, a, h, act, da, db, 0, len(dh))
+
     if dec.kind == "bernoulli":
         gradient_of_weight(dec.logits, h_dec, ws.out_da, dh)
     else:
-        np.matmul(ws.out_da2, v_lin.params["W"].T, out=ws.dh_tmp)
         gradient_of_weight(m_lin, h_dec, ws.out_da, dh)
-        gradient_of_weight(v_lin, h_dec, ws.out_da2)
+        gradient_of_weight(v_lin, h_dec, ws.out_da2, ws.dh_tmp)
         dh += ws.dh_tmp                                  # two paths meet at h
 
     # decoder trunk, backward
     for k in reversed(range(len(dec_layers))):
         lin, act = dec_layers[k]
-        K.bias_act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
+        act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
         gradient_of_weight(lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else ws.dz)
 
     # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
@@ -224,7 +369,7 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
             upd(head.params["b"], head.grads["b"])
     for k in reversed(range(len(enc_layers))):
         lin, act = enc_layers[k]
-        K.bias_act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
+        act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
         gradient_of_weight(lin, ws.enc_h[k - 1] if k else x, ws.enc_da[k], ws.enc_dh[k - 1] if k else None)
     if upd is not None and upd.done != len(model.params):        # a parameter the model has beyond these
         raise RuntimeError(f"the fused update reached {upd.done} of {len(model.params)} parameters.")
@@ -254,30 +399,42 @@ def _flat_views(views, arrays):
     return flat
 
 
-def _update_one(optimizer, name, p, g, weight_decay, views=None):
-    """One array's share of ``optimizer.step``: a fused kernel, or the readable update if it cannot take it.
+def _update_task(optimizer, name, p, g, weight_decay, views=None, serial=False, lo=None, hi=None):
+    """One array's share of ``optimizer.step`` as ``(function, args)``: a fused kernel, or the readable
+    update if the kernels cannot take the array.
 
     ``views``: a dict kept between steps, so the flat views of each array set are made once.
+    ``serial``: the kernel runs on the calling thread alone (``kernels.adagrad_part``, ...).
+    ``lo, hi``: only the flat elements [lo, hi) (serial); None if the kernels cannot take the array
+    (the readable update is for whole arrays). The optimiser's state arrays are made here, so
+    the task may run on another thread.
     """
     flatten = _flat if views is None else (lambda arrays: _flat_views(views, arrays))
     kind = type(optimizer)
+    part = () if not (serial or lo is not None) else ((0, p.size) if lo is None else (lo, hi))
     if kind is Adagrad:
         flat = flatten((p, g, optimizer._slot(name, p)))
         if flat is not None:
-            K.adagrad_step(*flat, optimizer.lr, optimizer.eps, weight_decay)
-            return
+            return (K.adagrad_part if part else K.adagrad_step), (*flat, optimizer.lr, optimizer.eps,
+                                                                   weight_decay, *part)
     elif kind is Adam:
         flat = flatten((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
         if flat is not None:
-            K.adam_step(*flat, optimizer.t, optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
-                        weight_decay)
-            return
+            return (K.adam_part if part else K.adam_step), (*flat, optimizer.t, optimizer.lr, optimizer.beta1,
+                                                             optimizer.beta2, optimizer.eps, weight_decay, *part)
     elif kind is SGD:
         flat = flatten((p, g))
         if flat is not None:
-            K.sgd_step(*flat, optimizer.lr, weight_decay)
-            return
-    optimizer._update(name, p, decayed_gradient(g, p, weight_decay))
+            return (K.sgd_part if part else K.sgd_step), (*flat, optimizer.lr, weight_decay, *part)
+    if lo is not None and (lo, hi) != (0, p.size):
+        return None
+    return optimizer._update, (name, p, decayed_gradient(g, p, weight_decay))
+
+
+def _update_one(optimizer, name, p, g, weight_decay, views=None):
+    """One array's share of ``optimizer.step`` (:func:`_update_task`, run here)."""
+    f, args = _update_task(optimizer, name, p, g, weight_decay, views)
+    f(*args)
 
 
 def _check_decay(weight_decay):
@@ -302,10 +459,21 @@ def fast_update(optimizer, params, grads, weight_decay):
 class FastAEVB(AEVB):
     """:class:`minivae.steps.AEVB` for the stock model, on the fast path (same arguments, same numbers).
 
+    ``two_threads``: True runs each step on two threads of its own, with BLAS
+    on one thread in each (:mod:`minivae.fast.pair`); False on the calling
+    thread, with BLAS's own threads for the products; None (the default)
+    chooses True when NumPy's BLAS runs on exactly two threads at the first
+    step and two cores are usable (:meth:`takes_two_threads`). On the 2-core
+    benchmark machine the two-thread MNIST step was about 1.2x (float32) and
+    1.3x (float64) faster than the one-thread step with two BLAS threads
+    (``docs/performance.md``). More BLAS threads than two keep BLAS's threading
+    (not measured against the pair).
+
     ``sparse_input``: True lets the two products with a mostly-zero x skip its
     zeros (see :func:`fast_loss_and_grads`); False keeps them dense; None (the
-    default) chooses True when NumPy's BLAS runs on one thread at the first
-    step, as in the sweeps and on a busy machine (:meth:`takes_sparse_products`). Against one BLAS thread the sparse products
+    default) chooses True when each product runs on one thread: the two-thread
+    step, or BLAS on one thread at the first step, as in the sweeps and on a
+    busy machine (:meth:`takes_sparse_products`). Against one BLAS thread the sparse products
     made the MNIST step 1.05x (float32) and 1.09x (float64) faster; against
     two, 0.95x and 0.99x, so they are not taken there (``docs/performance.md``).
 
@@ -315,34 +483,53 @@ class FastAEVB(AEVB):
         With the reason, for anything :func:`minivae.fast.eligibility.why_not` refuses.
     """
 
-    def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0, sparse_input=None):
+    def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0, sparse_input=None, two_threads=None):
         super().__init__(model, optimizer, estimator, L, weight_decay)
         self.sparse_input = None if sparse_input is None else bool(sparse_input)   # None: chosen at the first step
+        self.two_threads = None if two_threads is None else bool(two_threads)
         reason = why_not(model, optimizer)
         if reason is not None:
             raise FastPathUnavailable(reason)
         self._workspaces = {}
         self._views = {}                       # flat views of (parameter, gradient, Adagrad state) arrays
 
+    def takes_two_threads(self):
+        """Whether each step runs on two threads of its own; with ``two_threads=None``, decided (and
+        kept) at the first call: True if BLAS runs on two threads then and two cores are usable. At
+        the first step, not at construction, so that the thread count ``minivae train`` sets after
+        building the step is the one seen."""
+        if self.two_threads is None:
+            self.two_threads = blas_threads() == 2 and usable_cores() >= 2
+        return self.two_threads
+
     def takes_sparse_products(self):
         """Whether the products with a mostly-zero x skip its zeros; with ``sparse_input=None``, decided
-        (and kept) at the first call: True if BLAS runs on one thread then (measured: they pay against
-        one BLAS thread, not against two). At the first step, not at construction, so that the thread
-        count ``minivae train`` sets after building the step is the one seen."""
+        (and kept) at the first call: True if each product runs on one thread (the two-thread step, or
+        BLAS on one thread then; measured: they pay against one BLAS thread, not against two)."""
         if self.sparse_input is None:
-            self.sparse_input = blas_threads() == 1
+            self.sparse_input = self.takes_two_threads() or blas_threads() == 1
         return self.sparse_input
+
+    def _run(self, x, eps, update=None):
+        sparse = self.takes_sparse_products()
+        if self.takes_two_threads():
+            pair = process_pair()
+            if pair.in_use.acquire(blocking=False):      # (another thread's step has it: this one runs alone)
+                try:
+                    with _one_blas_thread():
+                        return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces, update,
+                                                   sparse, pair)
+                finally:
+                    pair.in_use.release()
+        return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces, update, sparse)
 
     def loss_and_grads(self, x, eps):
         """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""
-        return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
-                                   sparse_input=self.takes_sparse_products())
+        return self._run(x, eps)
 
     def __call__(self, x, idx, rng):
         """The readable step's ``loss_and_grads`` then ``optimizer.step``, the update fused into the backward pass."""
         _check_decay(self.weight_decay)
         eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J), as the readable step
-        loss, elbo = fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces,
-                                         update=(self.optimizer, self.weight_decay, self._views),
-                                         sparse_input=self.takes_sparse_products())
+        loss, elbo = self._run(x, eps, (self.optimizer, self.weight_decay, self._views))
         return StepResult(loss, elbo)

@@ -1,0 +1,202 @@
+"""The two-thread fast step (:mod:`minivae.fast.pair`): both threads work, the numbers are the
+readable step's, and nothing is left running or half-written when something goes wrong.
+
+The agreement over every decoder, estimator, depth and optimiser is in ``tests/test_fast.py``
+(its ``threads`` fixture); here: that the work is really shared, with what BLAS runs on, and
+the second thread's errors, interrupts, forks and a second caller.
+"""
+
+import _thread
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from minivae.fast import kernels
+from minivae.fast import step as step_module
+from minivae.fast.pair import Pair, process_pair
+from minivae.fast.step import FastAEVB, blas_threads
+from minivae.gradcheck import relative_error
+from minivae.model import VAE
+from minivae.optim import Adagrad
+from minivae.steps import AEVB
+
+
+def _model(decoder="bernoulli", H=(20,), seed=0):
+    return VAE(D=30, H=H, J=4, decoder=decoder, init="glorot", random_state=seed)
+
+
+def _batches(n=3, M=16, D=30, density=0.15, seed=5):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.random((M, D)) * (rng.random((M, D)) < density)
+        x[1], x[:, 2] = 0, 0                                    # an empty row and an empty column
+        out.append(x)
+    return out
+
+
+def _run(step, batches, seed=1):
+    rng = np.random.default_rng(seed)
+    return [step(x, None, rng).elbo.copy() for x in batches]
+
+
+class _Where:
+    """Wraps a function and records the thread of each call."""
+
+    def __init__(self, f):
+        self.f, self.threads = f, []
+
+    def __call__(self, *args):
+        self.threads.append(threading.get_ident())
+        return self.f(*args)
+
+
+@pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
+def test_both_threads_compute_each_split_and_the_step_is_the_readable_one(monkeypatch, decoder):
+    """Every layer split (PAIR_MIN_WORK = 0): the forward rows, the head, each layer's backward rows and
+    x's column index run on the worker as well as here; parameters after three steps as the readable
+    step's, to 1e-12 (float64)."""
+    monkeypatch.setattr(step_module, "PAIR_MIN_WORK", 0)
+    head = "_bernoulli_rows" if decoder == "bernoulli" else "_gaussian_rows"
+    spies = {name: _Where(getattr(step_module, name)) for name in ("_forward_rows", head, "_backward_rows")}
+    for name, spy in spies.items():
+        monkeypatch.setattr(step_module, name, spy)
+    columns = _Where(kernels.sparse_columns)
+    monkeypatch.setattr(kernels, "sparse_columns", columns)
+    batches = _batches()
+    readable, fast = _model(decoder), _model(decoder)
+    a = _run(AEVB(readable, Adagrad(0.05), "B", 2, weight_decay=1e-3), batches)
+    b = _run(FastAEVB(fast, Adagrad(0.05), "B", 2, weight_decay=1e-3, two_threads=True), batches)
+    here, worker = threading.get_ident(), process_pair()._thread.ident
+    for name, spy in spies.items():
+        assert {here, worker} <= set(spy.threads), name
+    assert columns.threads == [worker] * 3                       # one column index per step, on the worker
+    for ea, eb in zip(a, b):
+        assert relative_error(ea, eb) <= 1e-12
+    for k in readable.params:
+        assert relative_error(readable.params[k], fast.params[k]) <= 1e-12, k
+
+
+def test_blas_runs_on_one_thread_inside_the_step_and_as_before_after_it(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    seen = []
+    inner = step_module._backward_rows
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return inner(*args)
+
+    monkeypatch.setattr(step_module, "_backward_rows", spy)
+    monkeypatch.setattr(step_module, "PAIR_MIN_WORK", 0)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        _run(FastAEVB(_model(), Adagrad(0.05), two_threads=True), _batches(1))
+        assert blas_threads() == before
+    assert seen and set(seen) == {1}
+
+
+def test_an_error_on_the_worker_is_raised_here_and_the_pair_still_works():
+    pair = Pair()
+
+    def fail():
+        raise ValueError("from the worker")
+
+    pair.start((fail, ()))
+    with pytest.raises(ValueError, match="from the worker"):
+        pair.join()
+    out = []
+    pair.start((out.append, (1,)), (out.append, (2,)))
+    pair.join()
+    assert out == [1, 2]
+    with pytest.raises(RuntimeError, match="still busy"):
+        pair.start((time.sleep, (0.05,)))
+        pair.start((out.append, (3,)))
+    pair.join()
+    assert out == [1, 2]
+
+
+def test_an_error_in_this_threads_half_still_waits_for_the_worker():
+    pair = Pair()
+    done = []
+
+    def half(r0, r1, h):
+        if h == 0:
+            raise ValueError("here")
+        time.sleep(0.1)
+        done.append((r0, r1))
+
+    with pytest.raises(ValueError, match="here"):
+        pair.rows(half, (), 10, True)
+    assert done == [(5, 10)]                                     # the worker's half had finished
+
+
+def test_an_interrupt_while_waiting_is_raised_once_the_worker_is_done():
+    """Ctrl-C during a step: the worker writes arrays the step owns, so join() returns (raising
+    KeyboardInterrupt) only after the worker's task ended; nothing goes on writing afterwards."""
+    pair = Pair()
+    finished = []
+
+    def task():
+        _thread.interrupt_main()                                 # what Ctrl-C does
+        time.sleep(0.2)
+        finished.append(True)
+
+    pair.start((task, ()))
+    with pytest.raises(KeyboardInterrupt):
+        pair.join()
+    assert finished == [True]
+    pair.start((finished.append, (False,)))
+    pair.join()
+    assert finished == [True, False]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_gets_a_worker_of_its_own():
+    parent = process_pair()
+    pid = os.fork()
+    if pid == 0:                                                 # the child: its own pair, which works
+        try:
+            child = process_pair()
+            out = []
+            child.start((out.append, (7,)))
+            child.join()
+            os._exit(0 if (child is not parent and out == [7]) else 1)
+        except BaseException:  # noqa: BLE001 - any failure is the exit status
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert process_pair() is parent
+
+
+def test_two_callers_at_once_both_get_the_right_numbers(monkeypatch):
+    """Two Python threads stepping two models at once: one has the pair, the other runs alone
+    (``Pair.in_use``); both end as the readable step ends."""
+    monkeypatch.setattr(step_module, "PAIR_MIN_WORK", 0)
+    batches = _batches(6)
+    expected = {}
+    for seed in (0, 1):
+        model = _model(seed=seed)
+        _run(AEVB(model, Adagrad(0.05)), batches)
+        expected[seed] = model.params
+    models = {seed: _model(seed=seed) for seed in (0, 1)}
+    errors = []
+
+    def train(seed):
+        try:
+            _run(FastAEVB(models[seed], Adagrad(0.05), two_threads=True), batches)
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    callers = [threading.Thread(target=train, args=(seed,)) for seed in (0, 1)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert not errors
+    for seed in (0, 1):
+        for k in expected[seed]:
+            assert relative_error(models[seed].params[k], expected[seed][k]) <= 1e-12, k
