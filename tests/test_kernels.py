@@ -297,7 +297,7 @@ def test_optimizer_steps(dtype, n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-def test_optimizer_parts_update_their_range_and_nothing_else(dtype):
+def test_optimizer_parts(dtype):
     """sgd_part, adagrad_part and adam_part against their twins, and each equal to the whole-array
     kernel on its range (so two halves make one whole update); outside the range nothing changes."""
     rng = np.random.default_rng(12)

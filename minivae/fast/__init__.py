@@ -46,7 +46,15 @@ and its ``_grad``
 ``adagrad_update``
 ``decayed_gradient`` +          ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
 ``adam_update``
+(the three updates above,       ``sgd_part``,                   ``sgd_step_numpy`` etc. on the range        test_kernels::test_optimizer_parts
+on a range of the elements)     ``adagrad_part``,
+                                ``adam_part``
 ``utils.check_matrix``          ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
+``np.count_nonzero``            ``count_nonzero``               ``count_nonzero_numpy``                     test_kernels::test_sparse_index_is_its_row_half_then_its_column_half
+``x @ W``, ``x.T @ G`` for a    ``sparse_index``,               ``sparse_index_numpy`` etc.                 test_kernels::test_sparse_index,
+mostly-zero x (``np.matmul``)   ``sparse_rows``,                (``np.nonzero``, ``np.matmul`` of the       test_kernels::test_sparse_matmul_is_the_dense_product
+                                ``sparse_columns``,             dense x)
+                                ``sparse_matmul(_t)``
 ``bernoulli_log_likelihood``    ``bernoulli_ll``                ``bernoulli_ll_numpy``                      test_kernels::test_bernoulli_ll
 (forward only, evaluation)
 ``gaussian_log_likelihood``     ``gaussian_ll``                 ``gaussian_ll_numpy`` (+ Sigmoid)           test_kernels::test_gaussian_ll
@@ -56,6 +64,14 @@ and its ``_grad``
 ``np.exp``/``tanh``/``log1p``   ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
                                 ``log1p_unit``
 ==============================  ==============================  ==========================================  =====================================
+
+Two threads
+-----------
+With BLAS on two threads, :class:`FastAEVB` runs each step on two threads of
+its own (:mod:`minivae.fast.pair`): the big products and the kernels after
+them by halves of the rows, each thread calling BLAS on one thread. The
+arithmetic is the one-thread step's, row for row; the tests run every
+agreement test both ways (``tests/test_fast.py``, ``tests/test_pair.py``).
 
 Evaluation
 ----------

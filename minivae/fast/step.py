@@ -47,7 +47,7 @@ class _one_blas_thread:
     """A context in which NumPy's BLAS runs on one thread, the previous counts restored after.
 
     The BLAS libraries are found once (threadpoolctl), then set directly through
-    threadpoolctl's controllers for them: 5 us a step instead of 30 for ``limit()``.
+    threadpoolctl's controllers for them: 7 us a step instead of 30 for ``limit()``.
     """
 
     def __enter__(self):
@@ -464,8 +464,8 @@ class FastAEVB(AEVB):
     thread, with BLAS's own threads for the products; None (the default)
     chooses True when NumPy's BLAS runs on exactly two threads at the first
     step and two cores are usable (:meth:`takes_two_threads`). On the 2-core
-    benchmark machine the two-thread MNIST step was about 1.2x (float32) and
-    1.3x (float64) faster than the one-thread step with two BLAS threads
+    benchmark machine the two-thread MNIST step was 1.18x (float32) and 1.10x
+    (float64) faster than the one-thread step with two BLAS threads
     (``docs/performance.md``). More BLAS threads than two keep BLAS's threading
     (not measured against the pair).
 
