@@ -5,11 +5,12 @@ everything between the products (bias and activation, the likelihood, the
 updates, Python) runs on one core while the other waits. The two-thread step
 (:func:`minivae.fast.step.fast_loss_and_grads` with a :class:`Pair`) splits
 the work instead: the big forward products and the kernels after them by
-halves of the minibatch's rows; in the backward pass, a layer's weight
-gradient on one thread while the other computes the gradient reaching the
-layer's input, then that weight's update on the second thread while the
-first goes on down the network; the first layer's gradient and update by
-halves of its rows. Each thread calls BLAS on one thread, and only the
+halves of the minibatch's rows; each big layer's backward by halves of its
+weight's rows (its input units): each thread takes their columns of the
+gradient reaching the layer's input and their rows of the weight gradient;
+then the weight's update runs on the worker while the step goes on with the
+smaller layers below; the first layer (the last product) has each thread
+update its own rows. Each thread calls BLAS on one thread, and only the
 serial kernels (a threaded Numba kernel must not start beside another).
 
 Every number is computed as on one thread, by the same kernels on the same

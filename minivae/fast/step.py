@@ -217,6 +217,14 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
     ``pair``: None, or a :class:`minivae.fast.pair.Pair` (with BLAS on one thread): the step's
     work on two threads, as that module describes; the numbers are the one-thread step's.
     """
+    try:
+        return _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, pair)
+    finally:
+        if pair is not None:
+            pair.join()                  # an update left to the worker (or its work, after an error)
+
+
+def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, pair):
     x = _checked_x(model, x)
     eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
     L, M, J = eps.shape
@@ -318,16 +326,24 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
 
     def gradient_of_weight_on_two(lin, h_in, d_out, dx):
         """gradient_of_weight with the pair: each thread takes half of W's rows (input units): their
-        columns of dx, their rows of dW, and their update, which reads and writes those rows alone."""
+        columns of dx, their rows of dW, and their update, which reads and writes those rows alone.
+        A split layer below which the step goes on (dx wanted) leaves its update to the worker
+        instead, beside the small layers that follow on this thread."""
         W, gW = lin.params["W"], lin.grads["W"]
         n, C = W.shape
         split = splits(lin, d_out.shape[0])
+        columns = by_columns if sparse and h_in is x else None
+        if upd is not None and split and dx is not None:
+            pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None)), n, split)
+            pair.start(upd.task(W, gW))                  # W is not read again in this step
+            upd.done += 1
+            upd(lin.params["b"], lin.grads["b"])
+            return
         updates = (None, None)
         if upd is not None:
             h = n // 2 if split and n >= 2 else n
             updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
-        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, by_columns if sparse and h_in is x else None, C,
-                                   updates), n, split)
+        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates), n, split)
         if upd is not None:
             if updates[0] is None:                       # the kernels cannot take W: the readable update
                 upd(W, gW)
