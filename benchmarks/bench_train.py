@@ -30,8 +30,9 @@ Prints a table, then one JSON line with every number:
    order), after a warm-up; each turn starts after a pause (``--settle``,
    0.3 s) and 10 untimed steps, so that no turn shares the cores with the
    threads the previous contender left spinning (OpenBLAS's spin for about
-   0.1 s after a product), and each is timed running back to back, as in training. The table shows medians over ``--repeat``
-   repetitions, and ratios are taken pair by pair within each repetition.
+   0.1 s after a product), and each is timed running back to back, as in
+   training. The table shows medians over ``--repeat`` repetitions, and ratios
+   are taken pair by pair within each repetition.
 2. The step's matrix products alone: the same 11 ``np.matmul`` calls into the
    same buffers as the dense-product Numba step (the floor no dense NumPy program
    can pass), and the fraction of that step they take (median and quartiles of the
