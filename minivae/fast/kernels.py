@@ -1232,13 +1232,8 @@ def sparse_columns_numpy(rptr, rcol, rval, cptr, crow, cval):
 
 
 def sparse_index_numpy(x, rptr, rcol, rval, cptr, crow, cval):
-    rows, cols = np.nonzero(x)                                   # row-major order
-    n = len(rows)
-    rptr[...] = np.searchsorted(rows, np.arange(x.shape[0] + 1))
-    rcol[:n], rval[:n] = cols, x[rows, cols]
-    order = np.argsort(cols, kind="stable")                      # by column, rows increasing within each
-    cptr[...] = np.searchsorted(cols[order], np.arange(x.shape[1] + 1))
-    crow[:n], cval[:n] = rows[order], x[rows[order], cols[order]]
+    n = sparse_rows_numpy(x, rptr, rcol, rval)
+    sparse_columns_numpy(rptr, rcol, rval, cptr, crow, cval)
     return n
 
 

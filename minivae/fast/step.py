@@ -238,7 +238,11 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
     if sparse:      # (with the pair, the column index is made on the worker after the first product)
         by_rows, by_columns = ws.sparse_index(x, columns=pair is None)
     enc, dec = model.encoder, model.decoder
-    splits = lambda lin, rows: rows * lin.params["W"].size >= PAIR_MIN_WORK   # noqa: E731 - worth two threads
+
+    def splits(lin, rows):
+        """Whether a layer's work over ``rows`` rows is worth two threads."""
+        return rows * lin.params["W"].size >= PAIR_MIN_WORK
+
     dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
     # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
@@ -247,11 +251,11 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         if pair is not None:                             # halves of the rows on two threads
             pair.rows(_forward_rows, (inp, lin.params["W"], lin.params["b"], act, a, h,
                                       by_rows if sparse and inp is x else None), M, splits(lin, M))
-        elif sparse and inp is x:
-            K.sparse_matmul(*by_rows, lin.params["W"], a)
-            K.bias_act(a, lin.params["b"], act, h)
         else:
-            np.matmul(inp, lin.params["W"], out=a)       # (M, H)
+            if sparse and inp is x:
+                K.sparse_matmul(*by_rows, lin.params["W"], a)
+            else:
+                np.matmul(inp, lin.params["W"], out=a)   # (M, H)
             K.bias_act(a, lin.params["b"], act, h)
         if pair is not None and sparse and inp is x:       # the column index, on the worker, beside what follows
             pair.start((K.sparse_columns, (*by_rows, *by_columns)))
