@@ -304,7 +304,7 @@ def test_a_mostly_zero_input_takes_the_sparse_products_and_agrees(monkeypatch, d
     _assert_same_steps(readable, dense, 1e-12)
 
 
-@pytest.mark.parametrize("two_threads,index", [(False, "sparse_index"), (True, "sparse_rows")],
+@pytest.mark.parametrize("two_threads,index", [(False, "sparse_index"), (True, "sparse_matmul_rows")],
                          ids=["one-thread", "two-thread"])
 def test_a_dense_input_takes_the_dense_products(monkeypatch, two_threads, index):
     spy = _Calls(getattr(kernels, index))

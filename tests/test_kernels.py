@@ -509,3 +509,30 @@ def test_sparse_matmul_is_the_dense_product(dtype, shape):
     (*_, out_t), _ = _check(K.sparse_matmul_t, (cptr, crow, cval, G, _empty(dtype, D, C)), dtype)
     _close(out_t, x.T.astype(np.float64) @ G, RTOL[dtype])
     assert not out_t[5].any()                           # the empty column's row of x.T @ G
+
+
+@pytest.mark.parametrize("shape", SPARSE_SHAPES, ids=["small", "mnist"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers(dtype, shape):
+    """sparse_matmul_rows and sparse_matmul_t_rows (the two-thread step's: each thread reads its rows of x,
+    or its columns) against their twins; in two halves, bit for bit the indexed kernels' results; rows
+    outside the range are left as they were."""
+    M, D, C = shape
+    x = _sparse_x(dtype, M, D)
+    index = _index_arrays(x)
+    K.sparse_index(x, *index)
+    rng = np.random.default_rng(19)
+    W, G = rng.standard_normal((D, C)).astype(dtype), rng.standard_normal((M, C)).astype(dtype)
+    whole, whole_t = np.empty((M, C), dtype), np.empty((D, C), dtype)
+    K.sparse_matmul(*index[:3], W, whole)
+    K.sparse_matmul_t(*index[3:], G, whole_t)
+    out, out_t = _empty(dtype, M, C), _empty(dtype, D, C)
+    out = _check(K.sparse_matmul_rows, (x, W, out, 0, M // 2), dtype)[0][2]
+    assert np.isnan(out[M // 2:]).all()                 # only the rows asked for
+    K.sparse_matmul_rows(x, W, out, M // 2, M)
+    np.testing.assert_array_equal(out, whole)
+    out_t = _check(K.sparse_matmul_t_rows, (x, G, out_t, D // 2, D), dtype)[0][2]
+    assert np.isnan(out_t[:D // 2]).all()
+    K.sparse_matmul_t_rows(x, G, out_t, 0, D // 2)
+    np.testing.assert_array_equal(out_t, whole_t)
+    _close(out_t, x.T.astype(np.float64) @ G, RTOL[dtype])

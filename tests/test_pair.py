@@ -56,16 +56,19 @@ class _Where:
 
 @pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
 def test_both_threads_compute_each_split_and_the_step_is_the_readable_one(monkeypatch, decoder):
-    """Every layer split (PAIR_MIN_WORK = 0): the forward rows, the head, each layer's backward rows and
-    x's column index run on the worker as well as here; parameters after three steps as the readable
-    step's, to 1e-12 (float64)."""
+    """Every layer split (PAIR_MIN_WORK = 0): each thread runs the forward pass of its half of the
+    minibatch (x's sparse product, z and the head, for both samples), and each layer's backward rows
+    (x's sparse weight gradient among them), with no index of x; parameters after three steps as the
+    readable step's, to 1e-12 (float64)."""
     monkeypatch.setattr(step_module, "PAIR_MIN_WORK", 0)
     head = "_bernoulli_rows" if decoder == "bernoulli" else "_gaussian_rows"
-    spies = {name: _Where(getattr(step_module, name)) for name in ("_forward_rows", head, "_backward_rows")}
+    spies = {name: _Where(getattr(kernels, name)) for name in ("sparse_matmul_rows", "_reparameterize_kl_rows",
+                                                               head, "sparse_matmul_t_rows", "sparse_index")}
     for name, spy in spies.items():
-        monkeypatch.setattr(step_module, name, spy)
-    columns = _Where(kernels.sparse_columns)
-    monkeypatch.setattr(kernels, "sparse_columns", columns)
+        monkeypatch.setattr(kernels, name, spy)
+    spies["_backward_rows"] = _Where(step_module._backward_rows)
+    monkeypatch.setattr(step_module, "_backward_rows", spies["_backward_rows"])
+    index = spies.pop("sparse_index")
     batches = _batches()
     readable, fast = _model(decoder), _model(decoder)
     a = _run(AEVB(readable, Adagrad(0.05), "B", 2, weight_decay=1e-3), batches)
@@ -73,7 +76,7 @@ def test_both_threads_compute_each_split_and_the_step_is_the_readable_one(monkey
     here, worker = threading.get_ident(), process_pair()._thread.ident
     for name, spy in spies.items():
         assert {here, worker} <= set(spy.threads), name
-    assert columns.threads == [worker] * 3                       # one column index per step, on the worker
+    assert index.threads == []                                   # the one-thread step's index of x
     for ea, eb in zip(a, b):
         assert relative_error(ea, eb) <= 1e-12
     for k in readable.params:

@@ -96,6 +96,7 @@ __all__ = [
     "reparameterize_kl", "reparameterize_kl_backward",
     "sgd_step", "adagrad_step", "adam_step", "sgd_part", "adagrad_part", "adam_part", "count_bad",
     "sparse_index", "sparse_rows", "sparse_columns", "sparse_matmul", "sparse_matmul_t", "count_nonzero",
+    "sparse_matmul_rows", "sparse_matmul_t_rows",
     "bernoulli_ll", "gaussian_ll", "log_mean_exp_accumulate",
     "exp_", "tanh_", "log1p_unit", "exp_array", "tanh_array", "log1p_unit_array",
 ]
@@ -535,13 +536,11 @@ def bias_act_backward_numpy(dh, a, h, act, da, db):
 
 @njit(**_OPTS)
 def _bernoulli_rows(a, b, x, w, ll, da, part, r0, r1):
-    """Rows [r0, r1) of :func:`bernoulli_head`; their column sums of da go to part."""
+    """Rows [r0, r1) of :func:`bernoulli_head`; their column sums of da are added to part."""
     D = a.shape[1]
     M = x.shape[0]
     zero, one = a.dtype.type(0.0), a.dtype.type(1.0)
     terms = np.empty(D, dtype=a.dtype)
-    for j in range(D):
-        part[j] = zero
     for r in range(r0, r1):
         ar, xr, dar = a[r], x[r % M], da[r]
         for j in range(D):
@@ -576,10 +575,11 @@ def bernoulli_head(a, b, x, w, ll, da, db):
     """
     R = a.shape[0]
     if a.size < PARALLEL_MIN_SIZE:
+        db[:] = 0.0
         _bernoulli_rows(a, b, x, w, ll, da, db, 0, R)
     else:
         nc = _n_chunks(R)
-        part = np.empty((nc, a.shape[1]), dtype=a.dtype)
+        part = np.zeros((nc, a.shape[1]), dtype=a.dtype)
         for c in prange(nc):
             r0, r1 = _chunk(c, nc, R)
             _bernoulli_rows(a, b, x, w, ll, da, part[c], r0, r1)
@@ -596,15 +596,12 @@ def bernoulli_head_numpy(a, b, x, w, ll, da, db):
 
 @njit(**_OPTS)
 def _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, part_m, part_lv, r0, r1):
-    """Rows [r0, r1) of :func:`gaussian_head`."""
+    """Rows [r0, r1) of :func:`gaussian_head`; their column sums of dam and dalv are added to the parts."""
     D = am.shape[1]
     M = x.shape[0]
-    zero, half, one = am.dtype.type(0.0), am.dtype.type(0.5), am.dtype.type(1.0)
+    half, one = am.dtype.type(0.5), am.dtype.type(1.0)
     log_2pi = am.dtype.type(est.LOG_2PI)
     terms = np.empty(D, dtype=am.dtype)
-    for j in range(D):
-        part_m[j] = zero
-        part_lv[j] = zero
     for r in range(r0, r1):
         amr, alvr, xr, damr, dalvr = am[r], alv[r], x[r % M], dam[r], dalv[r]
         for j in range(D):
@@ -647,11 +644,13 @@ def gaussian_head(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv
     """
     R, D = am.shape
     if am.size < PARALLEL_MIN_SIZE:
+        dbm[:] = 0.0
+        dblv[:] = 0.0
         _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv, 0, R)
     else:
         nc = _n_chunks(R)
-        part_m = np.empty((nc, D), dtype=am.dtype)
-        part_lv = np.empty((nc, D), dtype=am.dtype)
+        part_m = np.zeros((nc, D), dtype=am.dtype)
+        part_lv = np.zeros((nc, D), dtype=am.dtype)
         for c in prange(nc):
             r0, r1 = _chunk(c, nc, R)
             _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, part_m[c], part_lv[c], r0, r1)
@@ -690,12 +689,19 @@ def reparameterize_kl(heads, b_mu, b_lv, eps, estimator_a, z, kl, log_ratio):
     kl : (M,) written for estimator B: KL(q(z|x) || N(0, I)), Appendix B.
     log_ratio : (L*M,) written for estimator A: log p(z_l) - log q(z_l|x) (eq. 6).
     """
+    _reparameterize_kl_rows(heads, b_mu, b_lv, eps, estimator_a, z, kl, log_ratio, 0, eps.shape[1])
+
+
+@njit(**_OPTS)
+def _reparameterize_kl_rows(heads, b_mu, b_lv, eps, estimator_a, z, kl, log_ratio, m0, m1):
+    """Datapoints [m0, m1) of :func:`reparameterize_kl` (their rows of heads and kl; their rows
+    l * M + m of z and log_ratio, for every sample l)."""
     L, M, J = eps.shape
     one, half = heads.dtype.type(1.0), heads.dtype.type(0.5)
     log_2pi = heads.dtype.type(est.LOG_2PI)
     terms = np.empty(J, dtype=heads.dtype)       # per-unit terms, summed afterwards (vectorised loops)
     terms_q = np.empty(J, dtype=heads.dtype)
-    for m in range(M):
+    for m in range(m0, m1):
         hm = heads[m]
         for j in range(J):
             mu = hm[j] + b_mu[j]
@@ -706,7 +712,7 @@ def reparameterize_kl(heads, b_mu, b_lv, eps, estimator_a, z, kl, log_ratio):
         if not estimator_a:
             kl[m] = -0.5 * _sum(terms)
     for l in range(L):
-        for m in range(M):
+        for m in range(m0, m1):
             r = l * M + m
             hm, el, zr = heads[m], eps[l, m], z[r]
             for j in range(J):
@@ -1238,27 +1244,77 @@ def sparse_index_numpy(x, rptr, rcol, rval, cptr, crow, cval):
 
 
 @njit(**_OPTS)
-def _add_rows(ptr, idx, val, A, out, r0, r1):
-    """Rows [r0, r1) of out: row i = the sum over k in [ptr[i], ptr[i + 1]) of val[k] * A[idx[k]],
-    four terms at a time."""
-    C = out.shape[1]
-    zero = out.dtype.type(0.0)
-    for i in range(r0, r1):
-        o = out[i]
+def _add_terms(o, val, idx, k, end, A):
+    """``o = the sum over k' in [k, end) of val[k'] * A[idx[k']]``, four terms at a time (o is written)."""
+    C = o.shape[0]
+    zero = o.dtype.type(0.0)
+    for j in range(C):
+        o[j] = zero
+    while k + 4 <= end:
+        v0, v1, v2, v3 = val[k], val[k + 1], val[k + 2], val[k + 3]
+        a0, a1, a2, a3 = A[idx[k]], A[idx[k + 1]], A[idx[k + 2]], A[idx[k + 3]]
         for j in range(C):
-            o[j] = zero
-        k, end = ptr[i], ptr[i + 1]
-        while k + 4 <= end:
-            v0, v1, v2, v3 = val[k], val[k + 1], val[k + 2], val[k + 3]
-            a0, a1, a2, a3 = A[idx[k]], A[idx[k + 1]], A[idx[k + 2]], A[idx[k + 3]]
-            for j in range(C):
-                o[j] += (v0 * a0[j] + v1 * a1[j]) + (v2 * a2[j] + v3 * a3[j])
-            k += 4
-        while k < end:
-            v, a = val[k], A[idx[k]]
-            for j in range(C):
-                o[j] += v * a[j]
-            k += 1
+            o[j] += (v0 * a0[j] + v1 * a1[j]) + (v2 * a2[j] + v3 * a3[j])
+        k += 4
+    while k < end:
+        v, a = val[k], A[idx[k]]
+        for j in range(C):
+            o[j] += v * a[j]
+        k += 1
+
+
+@njit(**_OPTS)
+def _add_rows(ptr, idx, val, A, out, r0, r1):
+    """Rows [r0, r1) of out: row i = the sum over k in [ptr[i], ptr[i + 1]) of val[k] * A[idx[k]]."""
+    for i in range(r0, r1):
+        _add_terms(out[i], val, idx, ptr[i], ptr[i + 1], A)
+
+
+@njit(**_OPTS)
+def sparse_matmul_rows(x, W, out, r0, r1):
+    """Rows [r0, r1) of ``out = x @ W`` over x's nonzero entries, found by reading those rows of x
+    (no index): the numbers of :func:`sparse_matmul`, on the calling thread (the two-thread step
+    gives each thread its rows). x: (M, D); W: (D, C); out: (M, C), those rows written."""
+    D = x.shape[1]
+    col, val = np.empty(D, np.int32), np.empty(D, x.dtype)
+    for i in range(r0, r1):
+        xi, n = x[i], 0
+        for d in range(D):
+            v = xi[d]
+            col[n] = d                           # written always, kept if v != 0 (no branch)
+            val[n] = v
+            n += v != 0
+        _add_terms(out[i], val, col, 0, n, W)
+
+
+def sparse_matmul_rows_numpy(x, W, out, r0, r1):
+    np.matmul(x[r0:r1], W, out=out[r0:r1])
+
+
+@njit(**_OPTS)
+def sparse_matmul_t_rows(x, G, out, d0, d1):
+    """Rows [d0, d1) of ``out = x.T @ G`` over x's nonzero entries, found by reading x's columns
+    [d0, d1) (no index): the numbers of :func:`sparse_matmul_t`, on the calling thread.
+    x: (M, D); G: (M, C); out: (D, C), those rows written."""
+    M = x.shape[0]
+    width = d1 - d0
+    count = np.zeros(width, np.int64)            # column d's nonzero rows: row[(d - d0) * M + k], k < count
+    row, val = np.empty(width * M, np.int32), np.empty(width * M, x.dtype)
+    for m in range(M):                           # x read row by row, rows increasing in each column
+        xm = x[m]
+        for c in range(width):
+            v = xm[d0 + c]
+            if v != 0:
+                k = c * M + count[c]
+                row[k] = m
+                val[k] = v
+                count[c] += 1
+    for c in range(width):
+        _add_terms(out[d0 + c], val, row, c * M, c * M + count[c], G)
+
+
+def sparse_matmul_t_rows_numpy(x, G, out, d0, d1):
+    np.matmul(x[:, d0:d1].T, G, out=out[d0:d1])
 
 
 @njit(**_OPTS)
@@ -1315,5 +1371,7 @@ TWINS = {
     count_nonzero: count_nonzero_numpy,
     sparse_matmul: sparse_matmul_numpy,
     sparse_matmul_t: sparse_matmul_t_numpy,
+    sparse_matmul_rows: sparse_matmul_rows_numpy,
+    sparse_matmul_t_rows: sparse_matmul_t_rows_numpy,
 }
 """Every public kernel and its NumPy reference (same signature, same effect)."""

@@ -70,6 +70,9 @@ class _Workspace:
     def __init__(self, model, M, L):
         R, D, J, hs = L * M, model.D, model.J, model.H
         self.enc_layers, self.dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
+        dec = model.decoder                              # its output layers (as (layer, None) pairs)
+        self.out_layers = [(dec.logits, None)] if dec.kind == "bernoulli" else [(dec.mean_layer, None),
+                                                                                 (dec.log_var, None)]
         new = lambda *shape: np.empty(shape, dtype=model.dtype)  # noqa: E731
         last = hs[-1] if hs else D                       # what the encoder heads see
         self.x = new(M, D)                               # x in the model's dtype, when it is not already
@@ -82,10 +85,9 @@ class _Workspace:
         self.dec_a, self.dec_h = [new(R, h) for h in hs], [new(R, h) for h in hs]
         self.dec_dh, self.dec_da = [new(R, h) for h in hs], [new(R, h) for h in hs]
         self.out_a, self.out_da, self.ll = new(R, D), new(R, D), new(R)
-        self.parts = new(2, D)                           # the output bias gradient of each half of the rows
+        self.parts, self.parts2 = new(2, D), new(2, D)  # the output biases' gradients of each half of the rows
         if model.decoder.kind == "gaussian":
             self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
-            self.parts2 = new(2, D)
             self.dh_tmp = new(R, hs[-1] if hs else J)
         self.index = None          # x's nonzero entries (kernels.sparse_index), made at the first sparse step
 
@@ -152,43 +154,21 @@ class _Updates:
         self.done += 1
 
 
-def _forward_rows(inp, W, b, act, a, h, rows, r0, r1, half):
-    """Rows [r0, r1) of ``a = inp W + b; h = act(a)`` on the calling thread; ``rows``: x's row index, or None."""
-    if rows is not None:
-        K._add_rows(*rows, W, a, r0, r1)
-    else:
-        np.matmul(inp[r0:r1], W, out=a[r0:r1])
-    K._bias_act_rows(a, b, act, h, r0, r1)
-
-
-def _bernoulli_rows(h, W, b, x, w, a, ll, da, parts, r0, r1, half):
-    """Rows [r0, r1) of the logits and of :func:`kernels.bernoulli_head`; their bias gradient to parts[half]."""
-    np.matmul(h[r0:r1], W, out=a[r0:r1])
-    K._bernoulli_rows(a, b, x, w, ll, da, parts[half], r0, r1)
-
-
-def _gaussian_rows(h, Wm, bm, Wv, bv, x, sigmoid_mean, w, am, av, ll, dam, dav, parts_m, parts_v, r0, r1, half):
-    """Rows [r0, r1) of the two heads' products and of :func:`kernels.gaussian_head`."""
-    np.matmul(h[r0:r1], Wm, out=am[r0:r1])
-    np.matmul(h[r0:r1], Wv, out=av[r0:r1])
-    K._gaussian_rows(am, bm, av, bv, x, sigmoid_mean, w, ll, dam, dav, parts_m[half], parts_v[half], r0, r1)
-
-
-def _weight_grad_rows(h_in, d_out, gW, columns, r0, r1):
-    """Rows [r0, r1) of ``gW = h_in^T d_out``; ``columns``: x's column index (h_in is x), or None."""
-    if columns is not None:
-        K._add_rows(*columns, d_out, gW, r0, r1)
+def _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1):
+    """Rows [r0, r1) of ``gW = h_in^T d_out``; ``sparse``: h_in is a mostly-zero x."""
+    if sparse:
+        K.sparse_matmul_t_rows(h_in, d_out, gW, r0, r1)
     else:
         np.matmul(h_in[:, r0:r1].T, d_out, out=gW[r0:r1])
 
 
-def _backward_rows(W, h_in, d_out, dx, gW, columns, C, updates, r0, r1, half):
+def _backward_rows(W, h_in, d_out, dx, gW, sparse, C, updates, r0, r1, half):
     """W's rows [r0, r1) (input units): their columns of ``dx = d_out W^T`` (if dx is not None), their
     rows of ``gW = h_in^T d_out``, then their update ``updates[half]`` (a task for the flat elements
     [r0 C, r1 C) of W, or None); nothing else of W is read or written."""
     if dx is not None:
         np.matmul(d_out, W[r0:r1].T, out=dx[:, r0:r1])
-    _weight_grad_rows(h_in, d_out, gW, columns, r0, r1)
+    _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1)
     if updates[half] is not None:
         f, args = updates[half]
         f(*args)
@@ -235,9 +215,10 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         np.copyto(ws.x, x)
         x = ws.x
     sparse = bool(sparse_input and enc_layers and K.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
-    if sparse:      # (with the pair, the column index is made on the worker after the first product)
-        by_rows, by_columns = ws.sparse_index(x, columns=pair is None)
+    if sparse and pair is None:
+        by_rows, by_columns = ws.sparse_index(x)
     enc, dec = model.encoder, model.decoder
+    estimator_a = estimator == "A"
 
     def splits(lin, rows):
         """Whether a layer's work over ``rows`` rows is worth two threads."""
@@ -245,63 +226,83 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
 
     dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
-    # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
-    inp = x
-    for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
-        if pair is not None:                             # halves of the rows on two threads
-            pair.rows(_forward_rows, (inp, lin.params["W"], lin.params["b"], act, a, h,
-                                      by_rows if sparse and inp is x else None), M, splits(lin, M))
-        else:
+    np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
+    np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
+    if pair is not None:
+        # the forward pass of datapoints [m0, m1) and of their L samples, on the calling thread; with the
+        # pair, the two halves of the minibatch at once, from x to the likelihood, without a wait between
+        def forward_rows(m0, m1, half):
+            inp = x
+            for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
+                if sparse and inp is x:
+                    K.sparse_matmul_rows(x, lin.params["W"], a, m0, m1)
+                else:
+                    np.matmul(inp[m0:m1], lin.params["W"], out=a[m0:m1])
+                K._bias_act_rows(a, lin.params["b"], act, h, m0, m1)
+                inp = h
+            np.matmul(inp[m0:m1], ws.W_heads, out=ws.heads[m0:m1])
+            K._reparameterize_kl_rows(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator_a,
+                                      ws.z, ws.kl, ws.log_ratio, m0, m1)
+            ws.parts[half] = 0.0
+            if dec.kind == "gaussian":
+                ws.parts2[half] = 0.0
+            for l in range(L):                           # rows l M + m of the decoder: sample l of datapoint m
+                r0, r1 = l * M + m0, l * M + m1
+                inp = ws.z
+                for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
+                    np.matmul(inp[r0:r1], lin.params["W"], out=a[r0:r1])
+                    K._bias_act_rows(a, lin.params["b"], act, h, r0, r1)
+                    inp = h
+                if dec.kind == "bernoulli":
+                    lin = dec.logits
+                    np.matmul(inp[r0:r1], lin.params["W"], out=ws.out_a[r0:r1])
+                    K._bernoulli_rows(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, ws.parts[half], r0, r1)
+                else:
+                    m_lin, v_lin = dec.mean_layer, dec.log_var
+                    np.matmul(inp[r0:r1], m_lin.params["W"], out=ws.out_a[r0:r1])
+                    np.matmul(inp[r0:r1], v_lin.params["W"], out=ws.out_a2[r0:r1])
+                    K._gaussian_rows(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean,
+                                     w, ws.ll, ws.out_da, ws.out_da2, ws.parts[half], ws.parts2[half], r0, r1)
+
+        weights = sum(lin.params["W"].size for lin, _ in enc_layers + dec_layers + ws.out_layers) + ws.W_heads.size
+        split = pair.rows(forward_rows, (), M, M * weights >= PAIR_MIN_WORK)
+    h_enc = ws.enc_h[-1] if enc_layers else x
+    h_dec = ws.dec_h[-1] if dec_layers else ws.z
+    dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
+    if pair is not None:
+        for (lin, _), parts in zip(ws.out_layers, (ws.parts, ws.parts2)):
+            _bias_grad(parts, split, lin.grads["b"])
+    else:
+        # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
+        inp = x
+        for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
             if sparse and inp is x:
                 K.sparse_matmul(*by_rows, lin.params["W"], a)
             else:
                 np.matmul(inp, lin.params["W"], out=a)   # (M, H)
             K.bias_act(a, lin.params["b"], act, h)
-        if pair is not None and sparse and inp is x:       # the column index, on the worker, beside what follows
-            pair.start((K.sparse_columns, (*by_rows, *by_columns)))
-        inp = h
-    h_enc = inp
-    np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
-    np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
-    np.matmul(h_enc, ws.W_heads, out=ws.heads)           # (M, 2J)
-    K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator == "A",
-                        ws.z, ws.kl, ws.log_ratio)
-
-    # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
-    inp = ws.z
-    for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
-        if pair is not None:
-            pair.rows(_forward_rows, (inp, lin.params["W"], lin.params["b"], act, a, h, None), R, splits(lin, R))
-        else:
+            inp = h
+        np.matmul(h_enc, ws.W_heads, out=ws.heads)       # (M, 2J)
+        K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator_a,
+                            ws.z, ws.kl, ws.log_ratio)
+        # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
+        inp = ws.z
+        for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
             np.matmul(inp, lin.params["W"], out=a)       # (L*M, H)
             K.bias_act(a, lin.params["b"], act, h)
-        inp = h
-    h_dec = inp
-    if pair is not None:
-        pair.join()                                      # the column index is made
-    dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
-    if dec.kind == "bernoulli":
-        lin = dec.logits
-        if pair is not None:
-            split = pair.rows(_bernoulli_rows, (h_dec, lin.params["W"], lin.params["b"], x, w, ws.out_a, ws.ll,
-                                                ws.out_da, ws.parts), R, splits(lin, R))
-            _bias_grad(ws.parts, split, lin.grads["b"])
-        else:
+            inp = h
+        if dec.kind == "bernoulli":
+            lin = dec.logits
             np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
             K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
-    else:
-        m_lin, v_lin = dec.mean_layer, dec.log_var
-        if pair is not None:
-            split = pair.rows(_gaussian_rows, (h_dec, m_lin.params["W"], m_lin.params["b"], v_lin.params["W"],
-                                               v_lin.params["b"], x, dec.sigmoid_mean, w, ws.out_a, ws.out_a2, ws.ll,
-                                               ws.out_da, ws.out_da2, ws.parts, ws.parts2), R, splits(m_lin, 2 * R))
-            _bias_grad(ws.parts, split, m_lin.grads["b"])
-            _bias_grad(ws.parts2, split, v_lin.grads["b"])
         else:
+            m_lin, v_lin = dec.mean_layer, dec.log_var
             np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
             np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
             K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
                             ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
+    if dec.kind == "gaussian":
+        m_lin, v_lin = dec.mean_layer, dec.log_var
 
     # the bound is known now, before any gradient product: a non-finite loss changes no parameter
     ll = ws.ll.reshape(L, M)
@@ -336,7 +337,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         W, gW = lin.params["W"], lin.grads["W"]
         n, C = W.shape
         split = splits(lin, d_out.shape[0])
-        columns = by_columns if sparse and h_in is x else None
+        columns = sparse and h_in is x
         if upd is not None and split and dx is not None:
             pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None)), n, split)
             pair.start(upd.task(W, gW))                  # W is not read again in this step
@@ -376,7 +377,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         gradient_of_weight(lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else ws.dz)
 
     # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
-    K.reparameterize_kl_backward(ws.dz, eps, ws.heads, ws.z, dout, w, estimator == "A",
+    K.reparameterize_kl_backward(ws.dz, eps, ws.heads, ws.z, dout, w, estimator_a,
                                  ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
     np.matmul(h_enc.T, ws.dheads, out=ws.gW_heads)       # (H, 2J)
     np.copyto(enc.mu.grads["W"], ws.gW_heads[:, :J])
