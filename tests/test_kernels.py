@@ -17,6 +17,7 @@ import inspect
 import numpy as np
 import pytest
 
+from minivae import estimator as est
 from minivae.fast import kernels as K
 
 RTOL = {np.float64: 1e-12, np.float32: 2e-5}
@@ -536,3 +537,24 @@ def test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers(dtyp
     K.sparse_matmul_t_rows(x, G, out_t, 0, D // 2)
     np.testing.assert_array_equal(out_t, whole_t)
     _close(out_t, x.T.astype(np.float64) @ G, RTOL[dtype])
+
+
+@pytest.mark.parametrize("L", [1, 3])
+@pytest.mark.parametrize("estimator_a", [False, True], ids=["B", "A"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_elbo_from_terms_is_the_estimator(dtype, estimator_a, L):
+    """Against its twin, and the meaning: estimator B bit for bit as ``estimator.estimator_b`` from the
+    same log-likelihoods and the KL; estimator A as ``estimator.estimator_a`` (the same terms, added
+    in another order)."""
+    M, J = 11, 3
+    rng = np.random.default_rng(23)
+    mu, lv = rng.standard_normal((M, J)).astype(dtype), rng.standard_normal((M, J)).astype(dtype)
+    z = (mu + np.exp(lv / 2) * rng.standard_normal((L, M, J))).astype(dtype)
+    ll = (-50 * rng.random((L, M))).astype(dtype)
+    kl = est.kl_standard_normal(mu, lv)
+    log_ratio = (est.log_standard_normal(z) - est.log_diag_gaussian(z, mu, lv)).reshape(-1)
+    elbo = _check(K.elbo_from_terms, (ll.reshape(-1), kl, log_ratio, estimator_a, _empty(dtype, M)), dtype)[0][-1]
+    if estimator_a:
+        _close(elbo, est.estimator_a(ll, z, mu, lv), RTOL[dtype])
+    else:
+        np.testing.assert_array_equal(elbo, est.estimator_b(ll, mu, lv))

@@ -93,7 +93,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
 __all__ = [
     "ACT_CODES", "TWINS", "JIT_ENABLED",
     "bias_act", "bias_act_backward", "bernoulli_head", "gaussian_head",
-    "reparameterize_kl", "reparameterize_kl_backward",
+    "reparameterize_kl", "reparameterize_kl_backward", "elbo_from_terms",
     "sgd_step", "adagrad_step", "adam_step", "sgd_part", "adagrad_part", "adam_part", "count_bad",
     "sparse_index", "sparse_rows", "sparse_columns", "sparse_matmul", "sparse_matmul_t", "count_nonzero",
     "sparse_matmul_rows", "sparse_matmul_t_rows",
@@ -826,6 +826,42 @@ def reparameterize_kl_backward_numpy(dz, eps, heads, z, dout, w, estimator_a, dh
     db_lv[...] = dheads[:, J:].sum(axis=0)
 
 
+@njit(**_OPTS)
+def elbo_from_terms(ll, kl, log_ratio, estimator_a, elbo):
+    """The bound per datapoint from the step's terms: estimator B (eq. 7),
+    ``elbo[m] = mean_l ll[l M + m] - kl[m]``; estimator A (eq. 6), ``mean_l (ll + log_ratio)[l M + m]``.
+
+    Parameters
+    ----------
+    ll : (L*M,) log p(x|z) per sample, sample-major (:func:`bernoulli_head`, :func:`gaussian_head`).
+    kl : (M,) for estimator B; log_ratio : (L*M,) for estimator A (:func:`reparameterize_kl`).
+    estimator_a : bool
+    elbo : (M,) written.
+    """
+    _elbo_rows(ll, kl, log_ratio, estimator_a, elbo, 0, elbo.shape[0])
+
+
+@njit(**_OPTS)
+def _elbo_rows(ll, kl, log_ratio, estimator_a, elbo, m0, m1):
+    """Datapoints [m0, m1) of :func:`elbo_from_terms`: the samples added in order, then divided by L
+    in float64 and rounded, as ``np.mean(axis=0)`` does."""
+    M = elbo.shape[0]
+    L = ll.shape[0] // M
+    for m in range(m0, m1):
+        s = ll[m] + log_ratio[m] if estimator_a else ll[m]
+        for l in range(1, L):
+            s += ll[l * M + m] + log_ratio[l * M + m] if estimator_a else ll[l * M + m]
+        if L > 1:
+            s = elbo.dtype.type(np.float64(s) / L)
+        elbo[m] = s if estimator_a else s - kl[m]
+
+
+def elbo_from_terms_numpy(ll, kl, log_ratio, estimator_a, elbo):
+    M = elbo.shape[0]
+    terms = (ll + log_ratio if estimator_a else ll).reshape(-1, M)
+    elbo[...] = np.mean(terms, axis=0) if estimator_a else -kl + np.mean(terms, axis=0)   # as est.estimator_b
+
+
 # --- optimisers ---------------------------------------------------------------------------
 #
 # Each update first adds ``decay * p`` to the gradient (weight decay: with
@@ -1365,6 +1401,7 @@ TWINS = {
     exp_array: exp_array_numpy,
     tanh_array: tanh_array_numpy,
     log1p_unit_array: log1p_unit_array_numpy,
+    elbo_from_terms: elbo_from_terms_numpy,
     sparse_index: sparse_index_numpy,
     sparse_rows: sparse_rows_numpy,
     sparse_columns: sparse_columns_numpy,

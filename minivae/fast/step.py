@@ -228,6 +228,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
     w = dout / L                                          # d loss / d log p(x|z_l) for every l
     np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
     np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
+    elbo = np.empty(M, model.dtype)                      # (M,), new: the caller may keep it
     if pair is not None:
         # the forward pass of datapoints [m0, m1) and of their L samples, on the calling thread; with the
         # pair, the two halves of the minibatch at once, from x to the likelihood, without a wait between
@@ -263,6 +264,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
                     np.matmul(inp[r0:r1], v_lin.params["W"], out=ws.out_a2[r0:r1])
                     K._gaussian_rows(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean,
                                      w, ws.ll, ws.out_da, ws.out_da2, ws.parts[half], ws.parts2[half], r0, r1)
+            K._elbo_rows(ws.ll, ws.kl, ws.log_ratio, estimator_a, elbo, m0, m1)
 
         weights = sum(lin.params["W"].size for lin, _ in enc_layers + dec_layers + ws.out_layers) + ws.W_heads.size
         split = pair.rows(forward_rows, (), M, M * weights >= PAIR_MIN_WORK)
@@ -301,15 +303,11 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
             np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
             K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
                             ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
+        K.elbo_from_terms(ws.ll, ws.kl, ws.log_ratio, estimator_a, elbo)
     if dec.kind == "gaussian":
         m_lin, v_lin = dec.mean_layer, dec.log_var
 
     # the bound is known now, before any gradient product: a non-finite loss changes no parameter
-    ll = ws.ll.reshape(L, M)
-    if estimator == "A":
-        ll = ll + ws.log_ratio.reshape(L, M)
-    mean_ll = ll[0] if L == 1 else np.mean(ll, axis=0)    # (the mean of one sample is that sample, exactly)
-    elbo = mean_ll - ws.kl if estimator == "B" else mean_ll.copy()   # (M,), new: the caller may keep it
     loss = -float(np.mean(elbo))
     upd = None
     if update is not None and np.isfinite(loss):
