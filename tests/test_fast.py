@@ -632,3 +632,12 @@ def test_fit_records_the_same_history_with_the_fast_evaluation():
                              seed=3, eval_points=4, progress=False, evaluate=evaluate))
     for key in ("train_elbo", "test_elbo"):
         np.testing.assert_allclose(histories[1][key], histories[0][key], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_loss_is_np_mean_of_the_bound_bit_for_bit(dtype):
+    """The fast step's mean (for the loss) is np.mean's arithmetic, not an approximation of it."""
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 100, 129, 1000):
+        v = (-100 * rng.random(n)).astype(dtype)
+        assert step_module._mean(v) == np.mean(v) and step_module._mean(v).dtype == np.mean(v).dtype
