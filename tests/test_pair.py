@@ -203,3 +203,34 @@ def test_two_callers_at_once_both_get_the_right_numbers(monkeypatch):
     for seed in (0, 1):
         for k in expected[seed]:
             assert relative_error(models[seed].params[k], expected[seed][k]) <= 1e-12, k
+
+
+def test_neither_thread_spins_while_other_processes_keep_a_core_busy(monkeypatch):
+    """The hand-offs spin only on a quiet machine: with /proc/stat saying the machine's 2 cores are
+    busy while this process used half of one, both spin budgets are 0 (the locks alone), and the pair
+    still works; on an idle machine they spin."""
+    import types
+
+    from minivae.fast import pair as pair_module
+
+    clock = {"now": 0.0, "cpu": 0.0, "busy": 0, "total": 0}
+
+    def tick(key, by):
+        clock[key] += by
+        return clock[key]
+
+    fake_time = types.SimpleNamespace(monotonic=lambda: tick("now", 1.0), process_time=lambda: tick("cpu", 0.5))
+    monkeypatch.setattr(pair_module, "time", fake_time)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(pair_module, "_cpu_times", lambda: (tick("busy", 200), tick("total", 200)))  # 2 busy
+    pair, out = Pair(), []
+    for k in range(3):
+        pair.start((out.append, (k,)))
+        pair.join()
+        assert pair._spins == (0, 0)
+    assert out == [0, 1, 2]
+    monkeypatch.setattr(pair_module, "_cpu_times", lambda: (tick("busy", 50), tick("total", 200)))  # half a core
+    pair = Pair()
+    pair.start((out.append, (3,)))
+    pair.join()
+    assert pair._spins == (pair_module.STEP_SPINS, pair_module.WORKER_SPINS) and out[-1] == 3

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from _thread import allocate_lock
 
 import numpy as np
 
+from ..threads import _cpu_times
 from .kernels import JIT_ENABLED
 
 __all__ = ["Pair", "process_pair"]
@@ -37,10 +39,15 @@ __all__ = ["Pair", "process_pair"]
 # spinning, without the GIL, on a word the other side writes (GO: the round given to the worker;
 # DONE: the last round it finished); only then does it sleep on a lock. The worker writes DONE from
 # inside its spinning wait, after letting go of the GIL, so the step's thread, seeing it, takes the GIL
-# at once. Without the JIT (NUMBA_DISABLE_JIT=1) nothing spins: the locks alone.
+# at once. Spinning pays only on cores nobody else wants: while other processes keep more than
+# OTHERS_MAX cores busy (read from /proc/stat every QUIET_EVERY seconds), neither side spins (measured
+# with one competing busy loop on 2 cores: a forced two-thread step took 1.95x the one-thread time
+# spinning). Without the JIT (NUMBA_DISABLE_JIT=1) nothing spins: the locks alone.
 GO, DONE = 0, 1
 STEP_SPINS = 1 << 21     # the step's thread: about 1-2 ms of spinning, then 1 ms sleeps until DONE
 WORKER_SPINS = 1 << 22   # the worker between tasks: about 2-4 ms, then asleep until the next start
+QUIET_EVERY = 0.1        # seconds between two readings of the other processes' load
+OTHERS_MAX = 0.3         # cores other processes may keep busy for the pair to spin
 
 if JIT_ENABLED:
     from numba import njit, types
@@ -100,6 +107,27 @@ else:
         return flags[j] != old
 
 
+class _Quiet:
+    """Whether other processes leave this machine's cores idle: the busy cores of /proc/stat minus
+    this process's own CPU time, over the last QUIET_EVERY seconds (False until the first two
+    readings; True where /proc/stat cannot be read)."""
+
+    def __init__(self):
+        times = _cpu_times()
+        self.at, self.quiet = time.monotonic(), times is None
+        self.reading = None if times is None else (*times, time.process_time())
+
+    def __call__(self):
+        now = time.monotonic()
+        if now - self.at >= QUIET_EVERY:
+            times, own = _cpu_times(), time.process_time()
+            if times is not None and self.reading is not None and times[1] > self.reading[1]:
+                busy = (os.cpu_count() or 1) * (times[0] - self.reading[0]) / (times[1] - self.reading[1])
+                self.quiet = busy - (own - self.reading[2]) / (now - self.at) <= OTHERS_MAX
+            self.at, self.reading = now, None if times is None else (*times, own)
+        return self.quiet
+
+
 class Pair:
     """One worker thread, given tasks by one step at a time.
 
@@ -114,6 +142,7 @@ class Pair:
     def __init__(self):
         self._flags = np.zeros(2, np.int64)   # [GO, DONE]: rounds, written by one side each
         self._round = 0
+        self._quiet, self._spins = _Quiet(), (0, 0)   # (STEP_SPINS, WORKER_SPINS) once the machine is quiet
         self._go = allocate_lock()           # released by start() when the worker may be asleep on it
         self._go.acquire()
         self._done = allocate_lock()         # released by the worker when join() may be asleep on it
@@ -126,7 +155,7 @@ class Pair:
     def _serve(self):
         flags, seen = self._flags, 0
         while True:
-            _store_then_wait_while(flags, DONE, seen, GO, seen, WORKER_SPINS)   # round `seen` is done
+            _store_then_wait_while(flags, DONE, seen, GO, seen, self._spins[1])   # round `seen` is done
             while flags[GO] == seen:         # (a lock released for an earlier round: look again)
                 self._go.acquire()
             seen = int(flags[GO])
@@ -145,6 +174,7 @@ class Pair:
         if self._pending:
             raise RuntimeError("the pair's worker is still busy: join() it first.")
         self._tasks, self._pending = tasks, True
+        self._spins = (STEP_SPINS, WORKER_SPINS) if self._quiet() else (0, 0)
         self._round += 1
         _store(self._flags, GO, self._round)
         if self._go.locked():                # (only this thread releases it)
@@ -163,7 +193,7 @@ class Pair:
         flags, last = self._flags, self._round - 1
         while flags[DONE] == last:
             try:
-                if not _wait_while(flags, DONE, last, STEP_SPINS):
+                if not _wait_while(flags, DONE, last, self._spins[0]):
                     self._done.acquire(timeout=0.001)
             except KeyboardInterrupt as err:
                 interrupted = err
