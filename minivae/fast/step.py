@@ -127,6 +127,16 @@ def _checked_x(model, x):
     return model.check_x(x)  # raises the readable path's one-sentence error
 
 
+def _checked_eps(model, eps, M):
+    """The checks of :meth:`VAE.check_eps` without temporaries, eps C-contiguous in the model's dtype;
+    on any doubt, the readable check."""
+    if (isinstance(eps, np.ndarray) and eps.ndim == 3 and eps.shape[1:] == (M, model.J) and len(eps)
+            and eps.dtype == model.dtype and eps.flags.c_contiguous
+            and K.count_bad(eps.reshape(-1, model.J), -np.inf, np.inf) == 0):
+        return eps
+    return np.ascontiguousarray(model.check_eps(eps, M))  # raises the readable path's error, or converts
+
+
 class _Updates:
     """The optimiser update, applied array by array while each gradient is still in cache.
 
@@ -212,7 +222,7 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
 
 def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, pair):
     x = _checked_x(model, x)
-    eps = np.ascontiguousarray(model.check_eps(eps, len(x)))
+    eps = _checked_eps(model, eps, len(x))
     L, M, J = eps.shape
     R = L * M
     ws = _workspace(workspaces, model, M, L)
@@ -342,7 +352,15 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         n, C = W.shape
         split = splits(lin, d_out.shape[0])
         columns = sparse and h_in is x
-        if upd is not None and split and dx is not None:
+        if not split:                                    # all here, beside what the worker may be doing
+            if dx is not None:
+                np.matmul(d_out, W.T, out=dx)
+            _weight_grad_rows(h_in, d_out, gW, columns, 0, n)
+            if upd is not None:
+                upd(W, gW)
+                upd(lin.params["b"], lin.grads["b"])
+            return
+        if upd is not None and dx is not None:
             pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None)), n, split)
             pair.start(upd.task(W, gW))                  # W is not read again in this step
             upd.done += 1
@@ -350,7 +368,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
             return
         updates = (None, None)
         if upd is not None:
-            h = n // 2 if split and n >= 2 else n
+            h = n // 2 if n >= 2 else n
             updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
         pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates), n, split)
         if upd is not None:
