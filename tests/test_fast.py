@@ -408,6 +408,15 @@ def test_bad_input_gets_the_same_error_on_both_paths():
         assert messages[0] == messages[1]
     with pytest.raises(ValueError, match="eps must have shape"):
         fast.loss_and_grads(np.zeros((4, 6)), np.zeros((1, 5, 3)))
+    before = {k: v.copy() for k, v in model.params.items()}
+    for eps in (np.full((1, 4, 3), np.nan), np.full((2, 4, 3), np.inf)):       # the model's dtype, C-ordered
+        messages = []
+        for run in (lambda: model.loss_and_grads(np.zeros((4, 6)), eps), lambda: fast.loss_and_grads(np.zeros((4, 6)), eps)):
+            with pytest.raises(ValueError) as err:
+                run()
+            messages.append(str(err.value))
+        assert messages[0] == messages[1] == "eps contains NaN or infinite values."
+    assert all(np.array_equal(before[k], model.params[k]) for k in before)
 
 
 def test_float16_data_is_accepted_alike_on_both_paths():
