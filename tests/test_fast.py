@@ -411,7 +411,8 @@ def test_bad_input_gets_the_same_error_on_both_paths():
     before = {k: v.copy() for k, v in model.params.items()}
     for eps in (np.full((1, 4, 3), np.nan), np.full((2, 4, 3), np.inf)):       # the model's dtype, C-ordered
         messages = []
-        for run in (lambda: model.loss_and_grads(np.zeros((4, 6)), eps), lambda: fast.loss_and_grads(np.zeros((4, 6)), eps)):
+        for run in (lambda e=eps: model.loss_and_grads(np.zeros((4, 6)), e),
+                    lambda e=eps: fast.loss_and_grads(np.zeros((4, 6)), e)):
             with pytest.raises(ValueError) as err:
                 run()
             messages.append(str(err.value))

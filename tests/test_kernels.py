@@ -479,8 +479,8 @@ def test_sparse_index(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_sparse_index_is_its_row_half_then_its_column_half(dtype):
-    """sparse_rows then sparse_columns (the two-thread step makes the second on its worker) against
-    their twins, and together sparse_index's arrays; count_nonzero is the count."""
+    """sparse_rows then sparse_columns against their twins, and together sparse_index's arrays;
+    count_nonzero is the count."""
     x = _sparse_x(dtype)
     whole = _index_arrays(x)
     n = K.sparse_index(x, *whole)

@@ -55,6 +55,11 @@ on a range of the elements)     ``adagrad_part``,
 mostly-zero x (``np.matmul``)   ``sparse_rows``,                (``np.nonzero``, ``np.matmul`` of the       test_kernels::test_sparse_matmul_is_the_dense_product
                                 ``sparse_columns``,             dense x)
                                 ``sparse_matmul(_t)``
+(the same, by a range of rows   ``sparse_matmul_rows``,         ``sparse_matmul_rows_numpy`` etc.           test_kernels::test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers
+of x or of x.T, no index)       ``sparse_matmul_t_rows``        (``np.matmul`` of the rows)
+``estimator_b``,                ``elbo_from_terms``             ``elbo_from_terms_numpy``                   test_kernels::test_elbo_from_terms_is_the_estimator
+``estimator_a`` (from the
+terms above)
 ``bernoulli_log_likelihood``    ``bernoulli_ll``                ``bernoulli_ll_numpy``                      test_kernels::test_bernoulli_ll
 (forward only, evaluation)
 ``gaussian_log_likelihood``     ``gaussian_ll``                 ``gaussian_ll_numpy`` (+ Sigmoid)           test_kernels::test_gaussian_ll
@@ -68,10 +73,11 @@ mostly-zero x (``np.matmul``)   ``sparse_rows``,                (``np.nonzero``,
 Two threads
 -----------
 With BLAS on two threads, :class:`FastAEVB` runs each step on two threads of
-its own (:mod:`minivae.fast.pair`): the big products and the kernels after
-them by halves of the rows, each thread calling BLAS on one thread. The
-arithmetic is the one-thread step's, row for row; the tests run every
-agreement test both ways (``tests/test_fast.py``, ``tests/test_pair.py``).
+its own (:mod:`minivae.fast.pair`): the forward pass by halves of the
+minibatch, the big layers' backward by halves of their weights' rows, each
+thread calling BLAS on one thread. The arithmetic is the one-thread step's,
+row for row; the tests run every agreement test both ways
+(``tests/test_fast.py``, ``tests/test_pair.py``).
 
 Evaluation
 ----------

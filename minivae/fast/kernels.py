@@ -28,7 +28,11 @@ What is fused (one pass over the data each):
   ``count_nonzero``: the nonzero entries (np.count_nonzero is 5x slower on float32).
 - ``sparse_index`` (``sparse_rows`` then ``sparse_columns``), ``sparse_matmul``,
   ``sparse_matmul_t``: the two products with a mostly-zero input x (``x @ W``
-  and ``x.T @ G``) from an index of its nonzero entries, built once per minibatch.
+  and ``x.T @ G``) from an index of its nonzero entries, built once per minibatch;
+  ``sparse_matmul_rows``, ``sparse_matmul_t_rows``: the same numbers for a range of
+  rows of the product, reading x itself (the two-thread step: one range per thread).
+- ``elbo_from_terms``: the bound per datapoint (estimator A or B) from the
+  log-likelihoods, the KL or log p(z) - log q(z|x).
 
 Other matrix products are *not* jitted: the model calls NumPy's BLAS (OpenBLAS
 here) as ``np.matmul(a, b, out=buffer)``, with transposes passed as views
@@ -1195,7 +1199,8 @@ def count_nonzero_numpy(x):
 # output is loaded and stored once per four terms). The terms are the nonzero
 # ones of the dense product, summed in another order. They run on one thread:
 # the step takes them when each product runs on one (minivae.fast.step: BLAS on
-# one thread, or the two-thread step, which gives each thread half the rows);
+# one thread, or the two-thread step, which gives each thread half the rows, each
+# reading its rows or columns of x itself: no index to build before the first product);
 # split in row chunks over Numba's threads, they made the MNIST step slower than
 # two-threaded BLAS did.
 

@@ -4,20 +4,21 @@ On two cores, OpenBLAS's own threads split each matrix product in two, but
 everything between the products (bias and activation, the likelihood, the
 updates, Python) runs on one core while the other waits. The two-thread step
 (:func:`minivae.fast.step.fast_loss_and_grads` with a :class:`Pair`) splits
-the work instead: the big forward products and the kernels after them by
-halves of the minibatch's rows; each big layer's backward by halves of its
-weight's rows (its input units): each thread takes their columns of the
-gradient reaching the layer's input and their rows of the weight gradient;
-then the weight's update runs on the worker while the step goes on with the
-smaller layers below; the first layer (the last product) has each thread
-update its own rows. Each thread calls BLAS on one thread, and only the
-serial kernels (a threaded Numba kernel must not start beside another).
+the work instead: the whole forward pass by halves of the minibatch (each
+thread from x to the bound for its datapoints, one hand-off); each big layer's
+backward by halves of its weight's rows (its input units): each thread takes
+their columns of the gradient reaching the layer's input and their rows of the
+weight gradient; then the weight's update runs on the worker while the step
+goes on with the smaller layers below; the first layer (the last product) has
+each thread update its own rows. Each thread calls BLAS on one thread, and only
+the serial kernels (a threaded Numba kernel must not start beside another).
 
 Every number is computed as on one thread, by the same kernels on the same
 rows: only a bias gradient adds its two halves' column sums in another order.
 
-The second thread is made once per process (again after a fork) and waits on
-a lock between tasks; a task's exception is raised again in the step's thread.
+The second thread is made once per process (again after a fork). Between
+tasks each side spins, then sleeps on a lock (below); a task's exception is
+raised again in the step's thread.
 """
 
 from __future__ import annotations

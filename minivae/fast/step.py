@@ -89,21 +89,16 @@ class _Workspace:
         if model.decoder.kind == "gaussian":
             self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
             self.dh_tmp = new(R, hs[-1] if hs else J)
-        self.index = None          # x's nonzero entries (kernels.sparse_index), made at the first sparse step
+        self.index = None          # x's nonzero entries (kernels.sparse_index), made at the first one-thread sparse step
 
-    def sparse_index(self, x, columns=True):
-        """Index x's nonzero entries into buffers kept here; return (rptr, rcol, rval), (cptr, crow, cval).
-
-        ``columns=False``: only the row index; the column index's buffers are returned unwritten
-        (for ``kernels.sparse_columns`` to fill later)."""
+    def sparse_index(self, x):
+        """Index x's nonzero entries into buffers kept here (:func:`kernels.sparse_index`); return
+        (rptr, rcol, rval), (cptr, crow, cval)."""
         if self.index is None:
             M, D = x.shape
             self.index = (np.empty(M + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype),
                           np.empty(D + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype))
-        if columns:
-            K.sparse_index(x, *self.index)
-        else:
-            K.sparse_rows(x, *self.index[:3])
+        K.sparse_index(x, *self.index)
         return self.index[:3], self.index[3:]
 
 
@@ -224,7 +219,6 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
     x = _checked_x(model, x)
     eps = _checked_eps(model, eps, len(x))
     L, M, J = eps.shape
-    R = L * M
     ws = _workspace(workspaces, model, M, L)
     enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
     if x.dtype != model.dtype or not x.flags.c_contiguous:
