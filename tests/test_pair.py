@@ -219,7 +219,8 @@ def test_neither_thread_spins_while_other_processes_keep_a_core_busy(monkeypatch
         clock[key] += by
         return clock[key]
 
-    fake_time = types.SimpleNamespace(monotonic=lambda: tick("now", 1.0), process_time=lambda: tick("cpu", 0.5))
+    fake_time = types.SimpleNamespace(monotonic=lambda: tick("now", 1.0), process_time=lambda: tick("cpu", 0.5),
+                                      perf_counter=time.perf_counter)
     monkeypatch.setattr(pair_module, "time", fake_time)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(pair_module, "_cpu_times", lambda: (tick("busy", 200), tick("total", 200)))  # 2 busy
@@ -233,4 +234,4 @@ def test_neither_thread_spins_while_other_processes_keep_a_core_busy(monkeypatch
     pair = Pair()
     pair.start((out.append, (3,)))
     pair.join()
-    assert pair._spins == (pair_module.STEP_SPINS, pair_module.WORKER_SPINS) and out[-1] == 3
+    assert pair._spins == pair._spinning and min(pair._spinning) > 0 and out[-1] == 3

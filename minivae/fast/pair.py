@@ -45,15 +45,31 @@ __all__ = ["Pair", "process_pair"]
 # with one competing busy loop on 2 cores: a forced two-thread step took 1.95x the one-thread time
 # spinning). Without the JIT (NUMBA_DISABLE_JIT=1) nothing spins: the locks alone.
 GO, DONE = 0, 1
-STEP_SPINS = 1 << 21     # the step's thread: about 1-2 ms of spinning, then 1 ms sleeps until DONE
-WORKER_SPINS = 1 << 22   # the worker between tasks: about 2-4 ms, then asleep until the next start
+STEP_SPIN_S = 5e-3       # the step's thread spins up to about 5 ms, then sleeps until the worker is done
+WORKER_SPIN_S = 2e-3     # the worker spins about 2 ms between tasks, then sleeps until the next start
 QUIET_EVERY = 0.1        # seconds between two readings of the other processes' load
 OTHERS_MAX = 0.3         # cores other processes may keep busy for the pair to spin
 
 if JIT_ENABLED:
+    import platform
+
+    from llvmlite import ir
     from numba import njit, types
     from numba.core import cgutils
     from numba.extending import intrinsic
+
+    _PAUSE = {"x86_64": "llvm.x86.sse2.pause", "AMD64": "llvm.x86.sse2.pause"}.get(platform.machine())
+
+    @intrinsic
+    def _pause(typingctx):
+        """The CPU's spin-wait hint (x86 PAUSE; nothing elsewhere): a spinning thread leaves the
+        core's other hardware thread (or the host's, for a virtual core) its execution units."""
+        def codegen(context, builder, signature, args):
+            if _PAUSE is not None:
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), _PAUSE)
+                builder.call(fn, [])
+            return context.get_dummy_value()
+        return types.none(), codegen
 
     @intrinsic
     def _load_acquire(typingctx, flags, i):
@@ -86,6 +102,7 @@ if JIT_ENABLED:
         for _ in range(spins):
             if _load_acquire(flags, i) != old:
                 return True
+            _pause()
         return False
 
     @njit(cache=True, nogil=True)
@@ -95,6 +112,7 @@ if JIT_ENABLED:
         for _ in range(spins):
             if _load_acquire(flags, j) != old:
                 return True
+            _pause()
         return False
 else:
     def _store(flags, i, value):
@@ -106,6 +124,14 @@ else:
     def _store_then_wait_while(flags, i, value, j, old, spins):
         flags[i] = value
         return flags[j] != old
+
+
+def _spins_per_second(flags, n=1 << 14):
+    """How many turns of the spinning wait take a second here (one PAUSE each on x86: about 25 ns)."""
+    _wait_while(flags, 0, flags[0], 1)                     # compiled (or loaded) before it is timed
+    t = time.perf_counter()
+    _wait_while(flags, 0, flags[0], n)
+    return n / max(time.perf_counter() - t, 1e-9)
 
 
 class _Quiet:
@@ -143,10 +169,12 @@ class Pair:
     def __init__(self):
         self._flags = np.zeros(2, np.int64)   # [GO, DONE]: rounds, written by one side each
         self._round = 0
-        self._quiet, self._spins = _Quiet(), (0, 0)   # (STEP_SPINS, WORKER_SPINS) once the machine is quiet
+        self._quiet, self._spins = _Quiet(), (0, 0)   # self._spinning once the machine is quiet
+        rate = _spins_per_second(self._flags)
+        self._spinning = (int(STEP_SPIN_S * rate), int(WORKER_SPIN_S * rate))
         self._go = allocate_lock()           # released by start() when the worker may be asleep on it
         self._go.acquire()
-        self._done = allocate_lock()         # released by the worker when join() may be asleep on it
+        self._done = allocate_lock()         # released by the worker once a round, taken by join()
         self._done.acquire()
         self._tasks, self._error, self._pending = (), None, False
         self.in_use = allocate_lock()        # held by the step using the pair
@@ -167,15 +195,14 @@ class Pair:
                 self._error = err
             finally:
                 self._tasks = ()
-                if self._done.locked():      # (only this thread releases it: never twice)
-                    self._done.release()
+                self._done.release()         # held since the last join (which takes each release)
 
     def start(self, *tasks):
         """Run the ``(function, args)`` tasks in order on the worker; return at once."""
         if self._pending:
             raise RuntimeError("the pair's worker is still busy: join() it first.")
         self._tasks, self._pending = tasks, True
-        self._spins = (STEP_SPINS, WORKER_SPINS) if self._quiet() else (0, 0)
+        self._spins = self._spinning if self._quiet() else (0, 0)
         self._round += 1
         _store(self._flags, GO, self._round)
         if self._go.locked():                # (only this thread releases it)
@@ -191,13 +218,17 @@ class Pair:
         if not self._pending:
             return
         interrupted = None
-        flags, last = self._flags, self._round - 1
+        flags, last, spins = self._flags, self._round - 1, self._spins[0]
         while flags[DONE] == last:
             try:
-                if not _wait_while(flags, DONE, last, self._spins[0]):
-                    self._done.acquire(timeout=0.001)
+                if spins and _wait_while(flags, DONE, last, spins):
+                    break
+                spins = 0                    # (spun once without seeing it: sleep from now on)
+                if self._done.acquire(timeout=0.05):      # the worker releases it once a round, then
+                    _wait_while(flags, DONE, last, 1 << 20)  # writes DONE without the GIL: at once
             except KeyboardInterrupt as err:
                 interrupted = err
+        self._done.acquire(blocking=False)   # this round's release, unless taken above: held again
         self._pending = False
         error, self._error = self._error, None
         if interrupted is not None:
