@@ -234,4 +234,4 @@ def test_neither_thread_spins_while_other_processes_keep_a_core_busy(monkeypatch
     pair = Pair()
     pair.start((out.append, (3,)))
     pair.join()
-    assert pair._spins == pair._spinning and min(pair._spinning) > 0 and out[-1] == 3
+    assert pair._spins == pair.spinning() and min(pair.spinning()) > 0 and out[-1] == 3

@@ -169,9 +169,8 @@ class Pair:
     def __init__(self):
         self._flags = np.zeros(2, np.int64)   # [GO, DONE]: rounds, written by one side each
         self._round = 0
-        self._quiet, self._spins = _Quiet(), (0, 0)   # self._spinning once the machine is quiet
-        rate = _spins_per_second(self._flags)
-        self._spinning = (int(STEP_SPIN_S * rate), int(WORKER_SPIN_S * rate))
+        self._quiet, self._spins = _Quiet(), (0, 0)   # self.spinning() once the machine is quiet
+        self._rate = _spins_per_second(self._flags)
         self._go = allocate_lock()           # released by start() when the worker may be asleep on it
         self._go.acquire()
         self._done = allocate_lock()         # released by the worker once a round, taken by join()
@@ -197,12 +196,17 @@ class Pair:
                 self._tasks = ()
                 self._done.release()         # held since the last join (which takes each release)
 
+    def spinning(self):
+        """The turns each side spins before it sleeps (the step's thread, the worker), from
+        STEP_SPIN_S and WORKER_SPIN_S as they are now."""
+        return int(STEP_SPIN_S * self._rate), int(WORKER_SPIN_S * self._rate)
+
     def start(self, *tasks):
         """Run the ``(function, args)`` tasks in order on the worker; return at once."""
         if self._pending:
             raise RuntimeError("the pair's worker is still busy: join() it first.")
         self._tasks, self._pending = tasks, True
-        self._spins = self._spinning if self._quiet() else (0, 0)
+        self._spins = self.spinning() if self._quiet() else (0, 0)
         self._round += 1
         _store(self._flags, GO, self._round)
         if self._go.locked():                # (only this thread releases it)
