@@ -109,11 +109,7 @@ if JIT_ENABLED:
     def _store_then_wait_while(flags, i, value, j, old, spins):
         """Without the GIL: flags[i] = value, then :func:`_wait_while` on flags[j]."""
         _store_release(flags, i, value)
-        for _ in range(spins):
-            if _load_acquire(flags, j) != old:
-                return True
-            _pause()
-        return False
+        return _wait_while(flags, j, old, spins)
 else:
     def _store(flags, i, value):
         flags[i] = value

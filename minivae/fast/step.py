@@ -70,15 +70,16 @@ class _Workspace:
     def __init__(self, model, M, L):
         R, D, J, hs = L * M, model.D, model.J, model.H
         self.enc_layers, self.dec_layers = layer_pairs(model.encoder.trunk), layer_pairs(model.decoder.trunk)
-        dec = model.decoder                              # its output layers (as (layer, None) pairs)
-        self.out_layers = [(dec.logits, None)] if dec.kind == "bernoulli" else [(dec.mean_layer, None),
-                                                                                 (dec.log_var, None)]
+        dec = model.decoder
+        self.out_layers = [dec.logits] if dec.kind == "bernoulli" else [dec.mean_layer, dec.log_var]
         new = lambda *shape: np.empty(shape, dtype=model.dtype)  # noqa: E731
         last = hs[-1] if hs else D                       # what the encoder heads see
         self.x = new(M, D)                               # x in the model's dtype, when it is not already
         self.enc_a, self.enc_h = [new(M, h) for h in hs], [new(M, h) for h in hs]
         self.enc_dh, self.enc_da = [new(M, h) for h in hs], [new(M, h) for h in hs]
         self.W_heads, self.gW_heads = new(last, 2 * J), new(last, 2 * J)
+        self.forward_work = M * (sum(lin.params["W"].size for lin, _ in self.enc_layers + self.dec_layers)
+                                 + self.W_heads.size + sum(lin.params["W"].size for lin in self.out_layers))
         self.heads, self.dheads = new(M, 2 * J), new(M, 2 * J)   # [mu | log_var], [dmu | dlog_var]
         self.kl, self.log_ratio = new(M), new(R)
         self.z, self.dz = new(R, J), new(R, J)
@@ -276,13 +277,12 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
                                      w, ws.ll, ws.out_da, ws.out_da2, ws.parts[half], ws.parts2[half], r0, r1)
             K._elbo_rows(ws.ll, ws.kl, ws.log_ratio, estimator_a, elbo, m0, m1)
 
-        weights = sum(lin.params["W"].size for lin, _ in enc_layers + dec_layers + ws.out_layers) + ws.W_heads.size
-        split = pair.rows(forward_rows, (), M, M * weights >= PAIR_MIN_WORK)
+        split = pair.rows(forward_rows, (), M, ws.forward_work >= PAIR_MIN_WORK)
     h_enc = ws.enc_h[-1] if enc_layers else x
     h_dec = ws.dec_h[-1] if dec_layers else ws.z
     dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
     if pair is not None:
-        for (lin, _), parts in zip(ws.out_layers, (ws.parts, ws.parts2)):
+        for lin, parts in zip(ws.out_layers, (ws.parts, ws.parts2)):
             _bias_grad(parts, split, lin.grads["b"])
     else:
         # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
@@ -324,13 +324,17 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         upd = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {}, pair is not None)
 
     def gradient_of_weight(lin, h_in, d_out, dx=None):
-        """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated."""
-        if pair is not None:
+        """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated; with
+        the pair, a layer worth splitting on two threads (beside the worker, if not)."""
+        if pair is not None and splits(lin, d_out.shape[0]):
             return gradient_of_weight_on_two(lin, h_in, d_out, dx)
         if dx is not None:
             np.matmul(d_out, lin.params["W"].T, out=dx)
         if sparse and h_in is x:
-            K.sparse_matmul_t(*by_columns, d_out, lin.grads["W"])
+            if pair is None:
+                K.sparse_matmul_t(*by_columns, d_out, lin.grads["W"])
+            else:                                        # (no index of x is made with the pair)
+                K.sparse_matmul_t_rows(x, d_out, lin.grads["W"], 0, len(lin.grads["W"]))
         else:
             np.matmul(h_in.T, d_out, out=lin.grads["W"])
         if upd is not None:
@@ -338,24 +342,15 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
             upd(lin.params["b"], lin.grads["b"])
 
     def gradient_of_weight_on_two(lin, h_in, d_out, dx):
-        """gradient_of_weight with the pair: each thread takes half of W's rows (input units): their
+        """gradient_of_weight on two threads: each takes half of W's rows (input units): their
         columns of dx, their rows of dW, and their update, which reads and writes those rows alone.
         A split layer below which the step goes on (dx wanted) leaves its update to the worker
         instead, beside the small layers that follow on this thread."""
         W, gW = lin.params["W"], lin.grads["W"]
         n, C = W.shape
-        split = splits(lin, d_out.shape[0])
         columns = sparse and h_in is x
-        if not split:                                    # all here, beside what the worker may be doing
-            if dx is not None:
-                np.matmul(d_out, W.T, out=dx)
-            _weight_grad_rows(h_in, d_out, gW, columns, 0, n)
-            if upd is not None:
-                upd(W, gW)
-                upd(lin.params["b"], lin.grads["b"])
-            return
         if upd is not None and dx is not None:
-            pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None)), n, split)
+            pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None)), n, True)
             pair.start(upd.task(W, gW))                  # W is not read again in this step
             upd.done += 1
             upd(lin.params["b"], lin.grads["b"])
@@ -364,7 +359,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         if upd is not None:
             h = n // 2 if n >= 2 else n
             updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
-        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates), n, split)
+        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates), n, True)
         if upd is not None:
             if updates[0] is None:                       # the kernels cannot take W: the readable update
                 upd(W, gW)
