@@ -44,7 +44,7 @@ __all__ = ["Pair", "process_pair"]
 # OTHERS_MAX cores busy (read from /proc/stat every QUIET_EVERY seconds), neither side spins (measured
 # with one competing busy loop on 2 cores: a forced two-thread step took 1.95x the one-thread time
 # spinning). Without the JIT (NUMBA_DISABLE_JIT=1) nothing spins: the locks alone.
-GO, DONE = 0, 1
+GO, DONE, STARTED = 0, 1, 2
 STEP_SPIN_S = 5e-3       # the step's thread spins up to about 5 ms, then sleeps until the worker is done
 WORKER_SPIN_S = 2e-3     # the worker spins about 2 ms between tasks, then sleeps until the next start
 QUIET_EVERY = 0.1        # seconds between two readings of the other processes' load
@@ -110,6 +110,11 @@ if JIT_ENABLED:
         """Without the GIL: flags[i] = value, then :func:`_wait_while` on flags[j]."""
         _store_release(flags, i, value)
         return _wait_while(flags, j, old, spins)
+
+    @njit(cache=True, nogil=True)
+    def mark_started(flags):
+        """flags[STARTED] = flags[GO]: called first by a compiled task, once it runs without the GIL."""
+        _store_release(flags, STARTED, _load_acquire(flags, GO))
 else:
     def _store(flags, i, value):
         flags[i] = value
@@ -120,6 +125,9 @@ else:
     def _store_then_wait_while(flags, i, value, j, old, spins):
         flags[i] = value
         return flags[j] != old
+
+    def mark_started(flags):
+        flags[STARTED] = flags[GO]
 
 
 def _spins_per_second(flags, n=1 << 14):
@@ -163,7 +171,7 @@ class Pair:
     """
 
     def __init__(self):
-        self._flags = np.zeros(2, np.int64)   # [GO, DONE]: rounds, written by one side each
+        self._flags = np.zeros(3, np.int64)   # [GO, DONE, STARTED]: rounds (GO by the step, the others by the worker)
         self._round = 0
         self._quiet, self._spins = _Quiet(), (0, 0)   # self.spinning() once the machine is quiet
         self._rate = _spins_per_second(self._flags)
@@ -172,6 +180,8 @@ class Pair:
         self._done = allocate_lock()         # released by the worker once a round, taken by join()
         self._done.acquire()
         self._tasks, self._error, self._pending = (), None, False
+        self._asleep = False                 # the worker sleeps on _go (or is about to)
+        self.flags = self._flags             # what a compiled task passes to mark_started
         self.in_use = allocate_lock()        # held by the step using the pair
         self._thread = threading.Thread(target=self._serve, name="minivae-fast-pair", daemon=True)
         self._thread.start()
@@ -181,7 +191,9 @@ class Pair:
         while True:
             _store_then_wait_while(flags, DONE, seen, GO, seen, self._spins[1])   # round `seen` is done
             while flags[GO] == seen:         # (a lock released for an earlier round: look again)
+                self._asleep = True
                 self._go.acquire()
+            self._asleep = False
             seen = int(flags[GO])
             try:
                 for f, args in self._tasks:
@@ -190,6 +202,7 @@ class Pair:
                 self._error = err
             finally:
                 self._tasks = ()
+                flags[STARTED] = seen        # (marked or not): the next marked start waits for a new mark
                 self._done.release()         # held since the last join (which takes each release)
 
     def spinning(self):
@@ -197,14 +210,23 @@ class Pair:
         STEP_SPIN_S and WORKER_SPIN_S as they are now."""
         return int(STEP_SPIN_S * self._rate), int(WORKER_SPIN_S * self._rate)
 
-    def start(self, *tasks):
-        """Run the ``(function, args)`` tasks in order on the worker; return at once."""
+    def start(self, *tasks, marked=False):
+        """Run the ``(function, args)`` tasks in order on the worker; return at once.
+
+        ``marked``: the first task calls :func:`mark_started` (with ``self.flags``) as soon as it runs
+        without the GIL; then this thread gives the round without holding the GIL, and spins until
+        the worker has started, so that neither side waits for the GIL the other holds.
+        """
         if self._pending:
             raise RuntimeError("the pair's worker is still busy: join() it first.")
         self._tasks, self._pending = tasks, True
         self._spins = self.spinning() if self._quiet() else (0, 0)
         self._round += 1
-        _store(self._flags, GO, self._round)
+        if marked and self._spins[0] and not self._asleep:
+            if _store_then_wait_while(self._flags, GO, self._round, STARTED, self._round - 1, self._spins[0]):
+                return
+        else:
+            _store(self._flags, GO, self._round)
         if self._go.locked():                # (only this thread releases it)
             self._go.release()
 
@@ -236,9 +258,10 @@ class Pair:
         if error is not None:
             raise error
 
-    def rows(self, f, args, R, split):
+    def rows(self, f, args, R, split, marked=False):
         """``f(*args, r0, r1, half)`` over rows [0, R): two halves at once if ``split`` and R >= 2.
 
+        ``marked``: the worker's half calls :func:`mark_started` (see :meth:`start`).
         Returns whether the rows were split.
         """
         if not (split and R >= 2):
@@ -246,7 +269,7 @@ class Pair:
             return False
         h = R // 2
         self.join()
-        self.start((f, args + (h, R, 1)))
+        self.start((f, args + (h, R, 1)), marked=marked)
         try:
             f(*args, 0, h, 0)
         finally:

@@ -22,6 +22,7 @@ import numpy as np
 from ..optim import Adagrad, Adam, SGD, decayed_gradient
 from ..steps import AEVB, StepResult
 from ..threads import usable_cores
+from . import blas, fused
 from . import kernels as K
 from .eligibility import FastPathUnavailable, layer_pairs, why_not
 from .pair import process_pair
@@ -30,6 +31,7 @@ __all__ = ["FastAEVB", "fast_loss_and_grads", "fast_update", "blas_threads"]
 
 _KEEP_WORKSPACES = 4   # minibatch shapes kept (training, a last short batch, evaluation, ...)
 SPARSE_MAX_DENSITY = 0.25  # x's nonzero fraction up to which its products skip the zeros (MNIST: 0.19)
+_NO_FLAGS = np.zeros(3, np.int64)  # what the calling thread's half of a compiled task marks (nobody reads it)
 PAIR_MIN_WORK = 4_000_000  # rows x weights of a layer from which the two-thread step splits its work
 
 
@@ -168,13 +170,17 @@ def _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1):
         np.matmul(h_in[:, r0:r1].T, d_out, out=gW[r0:r1])
 
 
-def _backward_rows(W, h_in, d_out, dx, gW, sparse, C, updates, r0, r1, half):
+def _backward_rows(W, h_in, d_out, dx, gW, sparse, C, updates, compiled, r0, r1, half):
     """W's rows [r0, r1) (input units): their columns of ``dx = d_out W^T`` (if dx is not None), their
     rows of ``gW = h_in^T d_out``, then their update ``updates[half]`` (a task for the flat elements
-    [r0 C, r1 C) of W, or None); nothing else of W is read or written."""
-    if dx is not None:
-        np.matmul(d_out, W[r0:r1].T, out=dx[:, r0:r1])
-    _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1)
+    [r0 C, r1 C) of W, or None); nothing else of W is read or written. ``compiled``: None, or
+    ``(flags, address, ilp64)`` to make the products in one call without the GIL
+    (:func:`fused.backward_rows`; the worker's half marks its start in ``flags``)."""
+    if compiled is None or not fused.backward_rows(compiled[0] if half else _NO_FLAGS, *compiled[1:], W, h_in, d_out,
+                                                   gW if dx is None else dx, dx is not None, gW, sparse, r0, r1):
+        if dx is not None:
+            np.matmul(d_out, W[r0:r1].T, out=dx[:, r0:r1])
+        _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1)
     if updates[half] is not None:
         f, args = updates[half]
         f(*args)
@@ -240,10 +246,25 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
     np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
     np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
     elbo = np.empty(M, model.dtype)                      # (M,), new: the caller may keep it
+    compiled = None       # with the pair: (flags, BLAS address, ilp64) for the calls of minivae.fast.fused
+    if pair is not None and blas.available(x.dtype) and fused.intact():
+        compiled = (pair.flags, *blas.ADDRESS[x.dtype])
     if pair is not None:
         # the forward pass of datapoints [m0, m1) and of their L samples, on the calling thread; with the
         # pair, the two halves of the minibatch at once, from x to the likelihood, without a wait between
+        fused_args = None
+        if len(enc_layers) == 1 and len(dec_layers) == 1 and dec.kind == "bernoulli" and compiled is not None:
+            (lin1, act1), (lind, actd) = enc_layers[0], dec_layers[0]
+            fused_args = (*blas.ADDRESS[x.dtype], sparse, x, lin1.params["W"], lin1.params["b"], act1,
+                          ws.enc_a[0], ws.enc_h[0], ws.W_heads, ws.heads, enc.mu.params["b"],
+                          enc.log_var.params["b"], eps, estimator_a, ws.z, ws.kl, ws.log_ratio, lind.params["W"],
+                          lind.params["b"], actd, ws.dec_a[0], ws.dec_h[0], dec.logits.params["W"],
+                          dec.logits.params["b"], w, ws.ll, ws.out_a, ws.out_da)
+
         def forward_rows(m0, m1, half):
+            if fused_args is not None and fused.bernoulli_forward_rows(pair.flags if half else _NO_FLAGS, *fused_args,
+                                                                       ws.parts[half], elbo, m0, m1):
+                return                                   # the same, in one call without the GIL
             inp = x
             for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
                 if sparse and inp is x:
@@ -277,7 +298,7 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
                                      w, ws.ll, ws.out_da, ws.out_da2, ws.parts[half], ws.parts2[half], r0, r1)
             K._elbo_rows(ws.ll, ws.kl, ws.log_ratio, estimator_a, elbo, m0, m1)
 
-        split = pair.rows(forward_rows, (), M, ws.forward_work >= PAIR_MIN_WORK)
+        split = pair.rows(forward_rows, (), M, ws.forward_work >= PAIR_MIN_WORK, marked=fused_args is not None)
     h_enc = ws.enc_h[-1] if enc_layers else x
     h_dec = ws.dec_h[-1] if dec_layers else ws.z
     dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
@@ -350,8 +371,13 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         n, C = W.shape
         columns = sparse and h_in is x
         if upd is not None and dx is not None:
-            pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None)), n, True)
-            pair.start(upd.task(W, gW))                  # W is not read again in this step
+            pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None), compiled), n, True,
+                      marked=compiled is not None)
+            f, args = upd.task(W, gW)
+            if compiled is not None and f is K.adagrad_part:
+                pair.start((fused.adagrad_part, (pair.flags, *args)), marked=True)
+            else:
+                pair.start((f, args))                    # W is not read again in this step
             upd.done += 1
             upd(lin.params["b"], lin.grads["b"])
             return
@@ -359,7 +385,8 @@ def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, 
         if upd is not None:
             h = n // 2 if n >= 2 else n
             updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
-        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates), n, True)
+        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates, compiled), n, True,
+                  marked=compiled is not None)
         if upd is not None:
             if updates[0] is None:                       # the kernels cannot take W: the readable update
                 upd(W, gW)
