@@ -17,6 +17,7 @@ from minivae.gradcheck import relative_error
 from minivae.model import VAE
 from minivae.optim import Adagrad
 from minivae.steps import AEVB
+from test_pair import _Where, _batches, _model, _run
 
 needs_blas = pytest.mark.skipif(not blas.available(np.float64), reason="NumPy's BLAS is not reachable here "
                                 "(no JIT, or not an OpenBLAS threadpoolctl can find): the step makes no compiled calls")
@@ -57,29 +58,6 @@ def test_gemm_into_refuses_what_np_matmul_would_not_give_to_gemm_and_writes_noth
     for x, y, out in refused:
         assert not blas.gemm_into(address, ilp64, x, y, out)
         assert np.all(out == 7.0)
-
-
-def _model(decoder="bernoulli", seed=0):
-    return VAE(D=30, H=(20,), J=4, decoder=decoder, init="glorot", random_state=seed)
-
-
-def _batches(n=3, M=16, D=30, density=0.15, seed=5):
-    rng = np.random.default_rng(seed)
-    return [rng.random((M, D)) * (rng.random((M, D)) < density) for _ in range(n)]
-
-
-def _run(step, batches, seed=1):
-    rng = np.random.default_rng(seed)
-    return [step(x, None, rng).elbo.copy() for x in batches]
-
-
-class _Where:
-    def __init__(self, f):
-        self.f, self.threads = f, []
-
-    def __call__(self, *args):
-        self.threads.append(threading.get_ident())
-        return self.f(*args)
 
 
 @needs_blas

@@ -8,7 +8,7 @@ same bit for bit (tested). What changes is that a thread running one takes the
 GIL once, not once per product: on the two-thread step the worker no longer
 waits for the GIL between the kernels of its half.
 
-Each returns False, having written nothing it would not write again, when
+The two that make products return False, having written nothing the step would not write again, when
 a product cannot go to BLAS as ``np.matmul`` would send it (a half of one
 row, say); the step then runs the same rows from Python.
 """
