@@ -14,7 +14,6 @@ from minivae.fast import step as step_module
 from minivae.fast.pair import Pair, process_pair
 from minivae.fast.step import FastAEVB
 from minivae.gradcheck import relative_error
-from minivae.model import VAE
 from minivae.optim import Adagrad
 from minivae.steps import AEVB
 from test_pair import _Where, _batches, _model, _run
