@@ -29,7 +29,7 @@ import math
 import os
 import time
 
-__all__ = ["usable_cores", "busy_cores", "choose_threads", "configure", "THREAD_ENV_VARS"]
+__all__ = ["usable_cores", "busy_cores", "choose_threads", "configure", "choose_threading_layer", "THREAD_ENV_VARS"]
 
 #: Environment variables by which a user already chose the BLAS thread count.
 THREAD_ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -104,6 +104,16 @@ def choose_threads(requested=None, window=0.2):
     return max(1, min(cores, math.floor(cores - busy + 1 / 3)))
 
 
+def choose_threading_layer(numba):
+    """Numba's "workqueue" threading layer, unless ``NUMBA_THREADING_LAYER`` chose one: the OpenMP
+    layer's idle threads spin and fight OpenBLAS's threads for the cores (a parallel kernel's launch
+    took 4-8 ms instead of 1.4 us on a busy machine). It takes effect if no parallel kernel has run
+    yet; the fast kernels call it when they are imported, :func:`configure` before it starts Numba's
+    threads."""
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        numba.config.THREADING_LAYER = "workqueue"
+
+
 def configure(requested=None, window=0.2):
     """Choose the thread count and apply it to BLAS (threadpoolctl) and Numba.
 
@@ -133,10 +143,10 @@ def configure(requested=None, window=0.2):
     numba_threads = None
     try:
         import numba
-        from .fast import kernels  # noqa: F401 - picks Numba's threading layer before the threads start
     except ImportError:  # pragma: no cover - numba is a dependency
         numba = None
     if numba is not None:
+        choose_threading_layer(numba)                    # before set_num_threads starts the threads
         if n is not None and not (requested is None and os.environ.get("NUMBA_NUM_THREADS")):
             numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
         numba_threads = numba.get_num_threads()

@@ -62,7 +62,7 @@ def _fast_imports(names):
 
 
 READABLE = ["layers", "estimator", "model", "optim", "steps", "train", "checkpoint", "evaluate", "gradcheck",
-            "utils", "config", "plots"]
+            "utils", "config", "plots", "threads"]
 
 
 @pytest.mark.parametrize("module", READABLE)

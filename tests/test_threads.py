@@ -81,3 +81,17 @@ def test_a_user_environment_variable_is_kept(monkeypatch):
     finally:
         threadpool_limits(before, user_api="blas")
         numba.set_num_threads(numba_before)
+
+
+@pytest.mark.parametrize("layer, expected", [(None, "workqueue"), ("omp", "omp")])
+def test_configure_picks_numba_s_threading_layer_without_loading_the_fast_path(layer, expected):
+    """configure() chooses Numba's workqueue layer before Numba starts its threads (the user's
+    NUMBA_THREADING_LAYER wins), and does it without importing minivae.fast: a readable module."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
+    code = ("import sys, numba, minivae.threads as t; t.configure(1); "
+            "print(numba.config.THREADING_LAYER, sorted(m for m in sys.modules if m.startswith('minivae.fast')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split(None, 1) == [expected, "[]\n"]

@@ -69,7 +69,6 @@ let two Python threads run parallel kernels at the same time.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -77,13 +76,13 @@ from .. import estimator as est
 from ..evaluate import logmeanexp
 from ..layers import ACTIVATIONS
 from ..optim import adagrad_update, adam_update, decayed_gradient, sgd_update
+from ..threads import choose_threading_layer
 
 try:  # numba is a dependency; without it the kernels still run, as (slow) Python
     import numba
     from numba import njit, prange
     _DISABLE_JIT = bool(numba.config.DISABLE_JIT)
-    if not os.environ.get("NUMBA_THREADING_LAYER"):
-        numba.config.THREADING_LAYER = "workqueue"  # see the module docstring; the user's choice wins
+    choose_threading_layer(numba)  # workqueue unless NUMBA_THREADING_LAYER says otherwise (module docstring)
 except ImportError:  # pragma: no cover - exercised only without numba
     numba = None
     _DISABLE_JIT = True
