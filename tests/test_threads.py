@@ -1,5 +1,6 @@
 """Thread counts chosen at run time (minivae.threads): from the free cores, --threads overriding."""
 
+import os
 import subprocess
 import sys
 
@@ -83,11 +84,10 @@ def test_a_user_environment_variable_is_kept(monkeypatch):
         numba.set_num_threads(numba_before)
 
 
-@pytest.mark.parametrize("layer, expected", [(None, "workqueue"), ("omp", "omp")])
+@pytest.mark.parametrize("layer, expected", [(None, "workqueue"), ("default", "default")])
 def test_configure_picks_numba_s_threading_layer_without_loading_the_fast_path(layer, expected):
     """configure() chooses Numba's workqueue layer before Numba starts its threads (the user's
     NUMBA_THREADING_LAYER wins), and does it without importing minivae.fast: a readable module."""
-    import os
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     if layer is not None:
         env["NUMBA_THREADING_LAYER"] = layer

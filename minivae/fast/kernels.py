@@ -543,7 +543,7 @@ def _bernoulli_rows(a, b, x, w, ll, da, part, r0, r1):
 
     Each row in three passes over its D entries (the logits and exp(-|t|); the log-likelihood
     terms; the gradient): the same operations on each entry as in one pass, but shorter chains of
-    dependent instructions per loop, which the CPU overlaps across entries (1.3-1.6x faster)."""
+    dependent instructions per loop, which the CPU overlaps across entries (1.15-1.2x faster)."""
     D = a.shape[1]
     M = x.shape[0]
     zero, one = a.dtype.type(0.0), a.dtype.type(1.0)
