@@ -20,7 +20,12 @@ Prints a table, then one JSON line with every number:
    thread alone (``two_threads=False``, BLAS's own threads for the products)
    with each choice of its products with x forced: dense (``sparse_input=False``,
    what the other contenders compute) and skipping x's zeros (MNIST is 81 %
-   zeros; ``sparse_input=True``).
+   zeros; ``sparse_input=True``). With two threads, a fourth time: the
+   two-thread step's own work done on one thread, BLAS on one thread too
+   ("one thread, BLAS on one"); the two-thread step's speed-up over it (2 at
+   most) says what its hand-offs and waits cost. The header names the BLAS
+   library and the kernels it runs (threadpoolctl), and says when
+   ``OPENBLAS_CORETYPE`` chose them.
    Neither PyTorch nor JAX is a dependency of
    minivae; each is skipped, with a note, when not installed. All
    start from the same initial weights and see the same minibatches (real MNIST
@@ -164,6 +169,30 @@ def minivae_contender(fast, dtype, batches, sparse_input=None, two_threads=None)
 
     run.model, run.data, run.step = model, data, step
     return run
+
+
+def serial_contender(dtype, batches):
+    """The fast step's work on one thread, BLAS on one thread too (sparse products, as the two-thread
+    step takes them): half of its time is what the two-thread step would take if its two halves
+    never waited for each other, so the pair's time against it says what the hand-offs cost."""
+    from threadpoolctl import threadpool_limits
+
+    inner = minivae_contender(True, dtype, batches, sparse_input=True, two_threads=False)
+
+    def run(k):
+        with threadpool_limits(1, user_api="blas"):
+            inner(k)
+
+    run.model, run.data, run.step = inner.model, inner.data, inner.step
+    return run
+
+
+def blas_description():
+    """NumPy's BLAS (threadpoolctl): library, version, the kernels it runs, and OPENBLAS_CORETYPE if set."""
+    from threadpoolctl import threadpool_info
+    info = next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
+    return {"library": info.get("internal_api"), "version": info.get("version"),
+            "kernels": info.get("architecture"), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def matmul_contender(numba_run):
@@ -502,6 +531,8 @@ def main(args):
         contenders[f"dense/{dt}"] = minivae_contender(True, dt, batches, sparse_input=False, two_threads=False)
         contenders[f"sparse/{dt}"] = minivae_contender(True, dt, batches, sparse_input=True, two_threads=False)
         contenders[f"matmul/{dt}"] = matmul_contender(contenders[f"dense/{dt}"])
+        if contenders[f"numba/{dt}"].step.takes_two_threads():
+            contenders[f"serial/{dt}"] = serial_contender(dt, batches)
         if "torch" in versions:
             contenders[f"torch/{dt}"] = torch_contender(dt, batches, args.threads)
             opt_kind = contenders[f"torch/{dt}"].opt_kind
@@ -522,8 +553,8 @@ def main(args):
                "clock": args.clock,
                "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
                "threading_layer": numba.threading_layer(), "versions": versions, "torch_adagrad": opt_kind,
-               "cpu": platform.processor() or platform.machine()}
-    names = ("numpy", "numba", "dense", "sparse", "matmul", "torch", "jax")
+               "cpu": platform.processor() or platform.machine(), "blas": blas_description()}
+    names = ("numpy", "numba", "dense", "sparse", "serial", "matmul", "torch", "jax")
     for dt in dtypes:
         r = {f"{c}_ms": 1e3 * med[f"{c}/{dt}"] for c in names if f"{c}/{dt}" in med}
         r.update({f"{c}_ms_quartiles": [1e3 * q for q in _quartiles(times[f"{c}/{dt}"])]
@@ -541,6 +572,9 @@ def main(args):
         rs = ratios(f"numba/{dt}", f"dense/{dt}")
         r["numba_over_dense"], r["numba_over_dense_quartiles"] = statistics.median(rs), _quartiles(rs)
         r["numba_takes_two_threads"] = contenders[f"numba/{dt}"].step.takes_two_threads()
+        if f"serial/{dt}" in med:                       # the pair's speed-up over its own work on one thread
+            rs = ratios(f"numba/{dt}", f"serial/{dt}")
+            r["numba_over_serial"], r["numba_over_serial_quartiles"] = statistics.median(rs), _quartiles(rs)
         shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"dense/{dt}")]
         r["matmul_share_of_numba_step"] = statistics.median(shares)
         r["matmul_share_quartiles"] = _quartiles(shares)
@@ -568,6 +602,11 @@ def main(args):
     print(f"data: {data_desc}; threads: {args.threads} (OpenBLAS, Numba [{results['threading_layer']}], torch, "
           f"XLA); {args.clock} clock; medians (quartiles) of {args.repeat} x {args.steps} steps; load average (1, 5, 15 min) "
           f"{' '.join(f'{v:.2f}' for v in la['before'])} before, {' '.join(f'{v:.2f}' for v in la['after'])} after")
+    bl = results["blas"]
+    if bl["library"]:
+        print(f"BLAS: {bl['library']} {bl['version']}, {bl['kernels']} kernels" + (
+            f" (OPENBLAS_CORETYPE={bl['OPENBLAS_CORETYPE']} set in the environment)" if bl["OPENBLAS_CORETYPE"]
+            else " (its own choice)"))
     print(f"{'':34s}{'float32':>32s}{'float64':>32s}")
     print(f"{'':34s}" + f"{'ms/step':>8s}{'(quartiles)':>14s}{'samples/s':>10s}" * 2)
     rows = [("numpy", "minivae, NumPy path"), ("numba", "minivae, Numba path"),
@@ -576,7 +615,8 @@ def main(args):
             ("jax", f"JAX {versions.get('jax')}, one jax.jit"), ("matmul", "matrix products only")]
     if results["float32"].get("numba_takes_two_threads"):
         rows[1] = ("numba", "minivae, Numba path (two-thread)")
-        rows[2:4] = [("dense", "  one thread + BLAS's, dense"), ("sparse", "  one thread + BLAS's, sparse")]
+        rows[2:4] = [("dense", "  one thread + BLAS's, dense"), ("sparse", "  one thread + BLAS's, sparse"),
+                     ("serial", "  one thread, BLAS on one")]
     for key, label in rows:
         if f"{key}_ms" not in results["float32"]:
             continue
@@ -587,6 +627,7 @@ def main(args):
         print(f"{label:34s}{cells}")
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
                        ("numba_over_jax", "Numba / JAX (speed)"), ("numba_over_dense", "Numba / dense products"),
+                       ("numba_over_serial", "two threads / one (BLAS on one)"),
                        ("sparse_over_dense", "sparse / dense products"),
                        ("dense_over_torch", "dense products / PyTorch"), ("dense_over_jax", "dense products / JAX"),
                        ("matmul_share", "products / dense-product step")]:
