@@ -23,7 +23,8 @@ Prints a table, then one JSON line with every number:
    zeros; ``sparse_input=True``). With two threads, a fourth time: the
    two-thread step's own work done on one thread, BLAS on one thread too
    ("one thread, BLAS on one"); the two-thread step's speed-up over it (2 at
-   most) says what its hand-offs and waits cost. The header names the BLAS
+   most) says what its hand-offs and waits cost, and JAX's time over half of
+   it is the fast/JAX ratio the step would reach with none. The header names the BLAS
    library and the kernels it runs (threadpoolctl), and says when
    ``OPENBLAS_CORETYPE`` chose them.
    Neither PyTorch nor JAX is a dependency of
@@ -575,6 +576,8 @@ def main(args):
         if f"serial/{dt}" in med:                       # the pair's speed-up over its own work on one thread
             rs = ratios(f"numba/{dt}", f"serial/{dt}")
             r["numba_over_serial"], r["numba_over_serial_quartiles"] = statistics.median(rs), _quartiles(rs)
+            if f"jax/{dt}" in med:                      # fast/JAX if the two halves never waited (medians)
+                r["half_serial_over_jax"] = med[f"jax/{dt}"] / (med[f"serial/{dt}"] / 2)
         shares = [1.0 / q for q in ratios(f"matmul/{dt}", f"dense/{dt}")]
         r["matmul_share_of_numba_step"] = statistics.median(shares)
         r["matmul_share_quartiles"] = _quartiles(shares)
@@ -636,6 +639,10 @@ def main(args):
             qk = key + "_quartiles"
             print(f"{label:34s}" + "".join(f"{results[dt][k]:8.2f}{'(%.2f-%.2f)' % tuple(results[dt][qk]):>14s}"
                                           + " " * 10 for dt in dtypes))
+    if "half_serial_over_jax" in results["float32"]:
+        print(f"{'JAX / half the one-thread work':34s}" + "".join(
+            f"{results[dt].get('half_serial_over_jax', float('nan')):8.2f}" + " " * 24 for dt in dtypes)
+            + "(the fast/JAX ratio with no waits)")
     if "floor" in results:
         for dt in dtypes:
             f = results["floor"][dt]
