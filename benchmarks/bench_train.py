@@ -189,11 +189,16 @@ def serial_contender(dtype, batches):
 
 
 def blas_description():
-    """NumPy's BLAS (threadpoolctl): library, version, the kernels it runs, and OPENBLAS_CORETYPE if set."""
+    """NumPy's BLAS (threadpoolctl): library, version, the kernels it runs, and OPENBLAS_CORETYPE if set.
+    NumPy's is the one its wheel ships in ``numpy.libs`` (or the first BLAS loaded, if none is there):
+    the contenders may load others (SciPy's, imported by JAX)."""
     from threadpoolctl import threadpool_info
-    info = next((i for i in threadpool_info() if i.get("user_api") == "blas"), {})
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    own = [i for i in found if os.path.basename(os.path.dirname(i.get("filepath", ""))).startswith("numpy")]
+    info = (own or found or [{}])[0]
     return {"library": info.get("internal_api"), "version": info.get("version"),
-            "kernels": info.get("architecture"), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+            "kernels": info.get("architecture"), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "loaded": [(i.get("internal_api"), i.get("version"), i.get("filepath")) for i in found]}
 
 
 def matmul_contender(numba_run):
