@@ -191,7 +191,7 @@ def serial_contender(dtype, batches):
 def blas_description():
     """NumPy's BLAS (threadpoolctl): library, version, the kernels it runs, and OPENBLAS_CORETYPE if set.
     NumPy's is the one its wheel ships in ``numpy.libs`` (or the first BLAS loaded, if none is there):
-    the contenders may load others (SciPy's, imported by JAX)."""
+    the contenders load others (SciPy's OpenBLAS)."""
     from threadpoolctl import threadpool_info
     found = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     own = [i for i in found if os.path.basename(os.path.dirname(i.get("filepath", ""))).startswith("numpy")]
