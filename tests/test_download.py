@@ -40,7 +40,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     /ok/ the file; /missing/ a 404; /error/ a 500; /drop/ half the file, then hang up;
     /reset/ half the file, then a TCP reset; /garbage/ no HTTP at all;
-    /slow/ one byte a second (at most 30); /huge/ zeros without Content-Length (at most 64 MiB);
+    /slow/ one byte a second (at most SLOW_BYTES, then hang up); /huge/ zeros without Content-Length (at most 64 MiB);
     /claim-huge/ announces 300 MiB (sends at most 8 MiB); /badlen/<value>/ Content-Length: <value>;
     /redirect/?to=<url> a 302 to <url> (no Location without ?to); /hop/<path> a 302 to /ok/<path>.
     """
@@ -106,10 +106,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if route == "slow":
             with contextlib.suppress(OSError):  # the client hung up
-                for i in range(min(30, len(data))):
+                for i in range(min(SLOW_BYTES, len(data))):
                     self.wfile.write(data[i: i + 1])
                     self.wfile.flush()
                     time.sleep(1.0)
+                self.server.slow_ended = True           # the route ran to its end: no client gave up
             return
         self.wfile.write(data)
 
@@ -124,6 +125,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+SLOW_BYTES = 60   # a minute of /slow/: a client that waits for its end missed its deadline
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -144,6 +148,7 @@ def server(tmp_path, data_dir):
     httpd.root = root
     httpd.hits = []
     httpd.sent = 0
+    httpd.slow_ended = False
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -340,8 +345,7 @@ def test_a_server_sending_one_byte_a_second_is_abandoned_at_the_deadline(server,
     urls = [f"{server.url}/slow/{LABELS}", f"{server.url}/ok/{LABELS}"]
     t0 = time.monotonic()
     path = fetch(LABELS, urls, LABELS_SHA, tmp_path / "dest", timeout=5, verbose=False, deadline=2.0)
-    elapsed = time.monotonic() - t0
-    assert 2.0 <= elapsed < 6.0  # the deadline, plus the one-second wait for the next byte (30 s without it)
+    assert time.monotonic() - t0 >= 2.0 and not server.slow_ended   # at the deadline, not at the route's end
     assert server.hits == [f"/slow/{LABELS}", f"/ok/{LABELS}"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == LABELS_SHA
 
@@ -354,7 +358,7 @@ def test_the_module_deadline_applies_to_locate_and_is_named_in_the_error(isolate
     t0 = time.monotonic()
     with pytest.raises(DataNotFoundError) as err:
         locate("frey_rawface", data_dir=isolated_dirs["arg"])
-    assert time.monotonic() - t0 < 6.0  # the slow route would take 30 s
+    assert time.monotonic() - t0 >= 1.5 and not server.slow_ended   # at the deadline, not at the route's end
     message = str(err.value)
     assert "\n" not in message and f"{server.url}/slow/frey/frey_rawface.mat" in message
     assert "1.5 s deadline" in message

@@ -24,6 +24,9 @@ from minivae.optim import Adagrad
 from minivae.steps import AEVB
 
 
+HANG_GUARD_S = 120   # only turns a hang into a failure; no passing test comes near it
+
+
 def _model(decoder="bernoulli", H=(20,), seed=0):
     return VAE(D=30, H=H, J=4, decoder=decoder, init="glorot", random_state=seed)
 
@@ -116,20 +119,23 @@ def test_an_error_on_the_worker_is_raised_here_and_the_pair_still_works():
     pair.join()
     assert out == [1, 2]
     with pytest.raises(RuntimeError, match="still busy"):
-        pair.start((time.sleep, (0.05,)))
-        pair.start((out.append, (3,)))
+        pair.start((out.append, (3,)))                           # not joined yet: refused, whether or not
+        pair.start((out.append, (4,)))                           # the worker has finished it
     pair.join()
-    assert out == [1, 2]
+    assert out == [1, 2, 3]
 
 
 def test_an_error_in_this_threads_half_still_waits_for_the_worker():
+    """The worker's half starts only once this thread's half has failed, so rows() can return only
+    by waiting for it."""
     pair = Pair()
-    done = []
+    failed, done = threading.Event(), []
 
     def half(r0, r1, h):
         if h == 0:
+            failed.set()
             raise ValueError("here")
-        time.sleep(0.1)
+        assert failed.wait(HANG_GUARD_S)
         done.append((r0, r1))
 
     with pytest.raises(ValueError, match="here"):
@@ -137,15 +143,44 @@ def test_an_error_in_this_threads_half_still_waits_for_the_worker():
     assert done == [(5, 10)]                                     # the worker's half had finished
 
 
+class _Sleeps:
+    """Stands in for the pair's ``_done`` lock and counts the times the step's thread sleeps on it
+    (join's wait), so that a test knows the step's thread is inside join()."""
+
+    def __init__(self, lock):
+        self.lock, self.main, self.calls = lock, threading.get_ident(), 0
+        self.changed = threading.Condition()
+
+    def acquire(self, blocking=True, timeout=-1):
+        if threading.get_ident() == self.main and timeout >= 0:
+            with self.changed:
+                self.calls += 1
+                self.changed.notify_all()
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self):
+        self.lock.release()
+
+    def wait_for(self, n):
+        with self.changed:
+            return self.changed.wait_for(lambda: self.calls >= n, HANG_GUARD_S)
+
+
 def test_an_interrupt_while_waiting_is_raised_once_the_worker_is_done():
     """Ctrl-C during a step: the worker writes arrays the step owns, so join() returns (raising
-    KeyboardInterrupt) only after the worker's task ended; nothing goes on writing afterwards."""
+    KeyboardInterrupt) only after the worker's task ended; nothing goes on writing afterwards.
+
+    No timing: the worker interrupts the main thread once that thread sleeps inside join(), then
+    finishes only after the main thread went to sleep there twice more (so it has met the
+    interrupt, which Python raises between two such calls, and went on waiting)."""
     pair = Pair()
+    sleeps = pair._done = _Sleeps(pair._done)
     finished = []
 
     def task():
+        assert sleeps.wait_for(1)
         _thread.interrupt_main()                                 # what Ctrl-C does
-        time.sleep(0.2)
+        assert sleeps.wait_for(sleeps.calls + 2)
         finished.append(True)
 
     pair.start((task, ()))
@@ -155,6 +190,38 @@ def test_an_interrupt_while_waiting_is_raised_once_the_worker_is_done():
     pair.start((finished.append, (False,)))
     pair.join()
     assert finished == [True, False]
+
+
+def test_an_interrupt_just_after_the_round_is_given_still_runs_it_and_join_waits():
+    """Ctrl-C a moment early: inside start(), after the round was given but before the sleeping
+    worker was woken. The caller's ``finally: join()`` wakes it and waits for it; the pair goes on."""
+    pair = Pair()
+    while not pair._asleep:                                      # the worker goes to sleep on its lock
+        time.sleep(1e-3)
+    wake, out, outcome = pair._wake, [], []
+
+    def interrupted_wake():
+        pair._wake = wake
+        raise KeyboardInterrupt                                  # as if Ctrl-C arrived here
+
+    def step():                                                  # (no signal involved: any thread will do)
+        try:
+            try:
+                pair.start((out.append, (1,)))
+            finally:
+                pair.join()
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    pair._wake = interrupted_wake
+    caller = threading.Thread(target=step, daemon=True)
+    caller.start()
+    caller.join(HANG_GUARD_S)
+    assert not caller.is_alive(), "join() never returned: the worker was not woken"
+    assert outcome == ["interrupted"] and out == [1]
+    pair.start((out.append, (2,)))
+    pair.join()
+    assert out == [1, 2]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")

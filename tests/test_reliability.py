@@ -6,6 +6,7 @@ The runs train on the generated digits (``--preset digits``), generated once per
 temporary ``MINIVAE_CACHE``; the subprocesses run one BLAS thread each, as the machine is shared.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -120,6 +121,40 @@ def reference(cache, tmp_path_factory):
     return states
 
 
+# `minivae train` that stops once, at its second recorded bound, until a line comes on its stdin.
+_PAUSED = """
+import sys
+import minivae.cli as cli
+write, calls = cli._write_history, []
+
+def paused(out, history):
+    write(out, history)
+    calls.append(1)
+    if len(calls) == 2:
+        print("test: paused", flush=True)
+        sys.stdin.readline()
+
+cli._write_history = paused
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _start_paused(argv, cache):
+    return subprocess.Popen([sys.executable, "-c", _PAUSED, *argv], cwd=REPO_ROOT, env=_env_for(cache),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _paused(proc):
+    """Block until the run pauses (True), or ends without pausing (False)."""
+    return any(line == "test: paused\n" for line in proc.stdout)
+
+
+def _go_on(proc):
+    with contextlib.suppress(BrokenPipeError):                 # (it ended without pausing)
+        proc.stdin.write("go on\n")
+        proc.stdin.flush()
+
+
 def _parts(out):
     return [p.name for p in out.iterdir() if p.name.endswith(".part")] if out.is_dir() else []
 
@@ -181,14 +216,14 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_for_bit_like_the_uninter
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_a_checkpoint_says_how_to_resume_and_the_resumed_run_ends_like_the_uninterrupted_one(
         signum, code, reference, cache, tmp_path):
+    """The signal comes from outside while the run waits at its second recorded bound (step 4 of 240):
+    a point the test can see, so the run can neither finish first nor be caught before training."""
     out = tmp_path / "run"
     argv = [*TRAIN, "--out", str(out)]
-    proc = _start(argv, cache)
-    _wait_for_line(proc)
-    while not (out / "history.json").exists():                  # the first bound is recorded inside the loop
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.005)
+    proc = _start_paused(argv, cache)
+    assert _paused(proc), proc.stderr.read()
     proc.send_signal(signum)
+    _go_on(proc)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr
     (line,) = _messages(stderr)
@@ -196,7 +231,7 @@ def test_a_signal_saves_a_checkpoint_says_how_to_resume_and_the_resumed_run_ends
     assert line.endswith(f"continue with: minivae train --resume --out {out}")
     assert "Traceback" not in stderr and not (out / ".lock").exists()
     stopped_at = int(load_checkpoint(out / "checkpoint.npz")["loop"]["step"])
-    assert 1 <= stopped_at < 240
+    assert stopped_at == 4                                        # the step it was paused at, finished
     r = _run(argv + ["--resume"], cache)
     assert r.returncode == 0, r.stderr
     _assert_same(_final_state(out), reference["adagrad-B"])
@@ -208,7 +243,14 @@ def test_a_signal_saves_a_checkpoint_says_how_to_resume_and_the_resumed_run_ends
 def test_two_trainings_started_together_into_one_out_one_trains_the_other_names_its_pid(cache, tmp_path, reference):
     out = tmp_path / "shared"
     argv = [*TRAIN, "--epochs", "0.6", "--out", str(out)]
-    procs = [_start(argv, cache) for _ in range(2)]
+    procs = [_start_paused(argv, cache) for _ in range(2)]
+    paused = [_paused(p) for p in procs]        # the winner pauses holding the lock; the loser has ended
+    if sorted(paused) != [False, True]:
+        for p in procs:
+            p.kill()
+        raise AssertionError(f"paused: {paused} (both trained at once, or neither did): "
+                             f"{[p.communicate()[1] for p in procs]}")
+    _go_on(procs[paused.index(True)])
     results = [(p, *p.communicate(timeout=180)) for p in procs]
     codes = sorted(p.returncode for p, _, _ in results)
     assert codes == [0, 2], [(p.returncode, err) for p, _, err in results]
@@ -223,12 +265,11 @@ def test_two_trainings_started_together_into_one_out_one_trains_the_other_names_
 
 @POSIX
 def test_a_second_training_while_the_first_holds_the_lock_exits_2_naming_the_pid(cache, tmp_path, reference):
-    """Deterministic: the first process is frozen (SIGSTOP) while it holds the lock."""
+    """Deterministic: the first process waits at its second recorded bound, holding the lock."""
     out = tmp_path / "shared"
-    first = _start([*TRAIN, "--out", str(out)], cache)
+    first = _start_paused([*TRAIN, "--out", str(out)], cache)
     try:
-        _wait_for_line(first)                                     # it holds the lock from before this line
-        first.send_signal(signal.SIGSTOP)
+        assert _paused(first), first.stderr.read()
         for extra in ([], ["--resume"]):
             r = _run([*TRAIN, "--out", str(out), *extra], cache)
             assert r.returncode == 2, r.stderr
@@ -236,7 +277,7 @@ def test_a_second_training_while_the_first_holds_the_lock_exits_2_naming_the_pid
             assert f"is in use by another minivae process (pid {first.pid})" in line, line
         assert (out / "config.json").is_file() and (out / ".lock").is_file()   # the loser deleted nothing
     finally:
-        first.send_signal(signal.SIGCONT)
+        _go_on(first)
     first.communicate(timeout=120)
     assert first.returncode == 0
     _assert_same(_final_state(out), reference["adagrad-B"])

@@ -38,10 +38,10 @@ def test_an_explicit_count_wins(monkeypatch):
 
 def test_a_busy_loop_is_seen():
     """One other process spinning on a core: at least about one core is measured busy."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    spinner = subprocess.Popen([sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
+                               stdout=subprocess.PIPE, text=True)
     try:
-        import time
-        time.sleep(0.3)                                               # let it start spinning
+        assert spinner.stdout.readline() == "spinning\n"            # it spins from this line on
         busy = threads.busy_cores(window=0.3)
     finally:
         spinner.kill()

@@ -172,15 +172,16 @@ class Pair:
 
     def __init__(self):
         self._flags = np.zeros(3, np.int64)   # [GO, DONE, STARTED]: rounds (GO by the step, the others by the worker)
-        self._round = 0
         self._quiet, self._spins = _Quiet(), (0, 0)   # self.spinning() once the machine is quiet
         self._rate = _spins_per_second(self._flags)
-        self._go = allocate_lock()           # released by start() when the worker may be asleep on it
+        self._go = allocate_lock()           # released when the worker may be asleep on it
         self._go.acquire()
         self._done = allocate_lock()         # released by the worker once a round, taken by join()
         self._done.acquire()
-        self._tasks, self._error, self._pending = (), None, False
+        self._tasks, self._error = (), None
         self._asleep = False                 # the worker sleeps on _go (or is about to)
+        self._seen = 0                       # the last round the worker took up
+        self._joined = 0                     # the last round join() saw finished
         self.flags = self._flags             # what a compiled task passes to mark_started
         self.in_use = allocate_lock()        # held by the step using the pair
         self._thread = threading.Thread(target=self._serve, name="minivae-fast-pair", daemon=True)
@@ -194,7 +195,7 @@ class Pair:
                 self._asleep = True
                 self._go.acquire()
             self._asleep = False
-            seen = int(flags[GO])
+            seen = self._seen = int(flags[GO])
             try:
                 for f, args in self._tasks:
                     f(*args)
@@ -216,17 +217,26 @@ class Pair:
         ``marked``: the first task calls :func:`mark_started` (with ``self.flags``) as soon as it runs
         without the GIL; then this thread gives the round without holding the GIL, and spins until
         the worker has started, so that neither side waits for the GIL the other holds.
+
+        The round is given by one store (of GO): before it nothing was given, after it
+        :meth:`join` waits for the round, even if an interrupt (Ctrl-C) cuts this method short.
+        Call it inside the ``try`` whose ``finally`` joins.
         """
-        if self._pending:
+        flags = self._flags
+        if flags[GO] != self._joined:
             raise RuntimeError("the pair's worker is still busy: join() it first.")
-        self._tasks, self._pending = tasks, True
+        self._tasks = tasks
         self._spins = self.spinning() if self._quiet() else (0, 0)
-        self._round += 1
+        go = int(flags[GO]) + 1
         if marked and self._spins[0] and not self._asleep:
-            if _store_then_wait_while(self._flags, GO, self._round, STARTED, self._round - 1, self._spins[0]):
+            if _store_then_wait_while(flags, GO, go, STARTED, go - 1, self._spins[0]):
                 return
         else:
-            _store(self._flags, GO, self._round)
+            _store(flags, GO, go)
+        self._wake()
+
+    def _wake(self):
+        """Release the lock the worker may sleep on (a spare release costs it one more look at GO)."""
         if self._go.locked():                # (only this thread releases it)
             self._go.release()
 
@@ -234,29 +244,40 @@ class Pair:
         """Wait for the tasks given by :meth:`start` (if any); raise the first exception they raised.
 
         An interrupt (Ctrl-C) while waiting is raised only once the worker has finished: it
-        writes arrays the caller owns, so the caller must not go on while it runs. The state is
-        the DONE word alone, so an interrupt at any point cannot make this wait twice or too little.
+        writes arrays the caller owns, so the caller must not go on while it runs. What is
+        pending is read from the round last given (GO, one store) and the last one joined, so an
+        interrupt at any point, in :meth:`start` or here, cannot make this wait twice, too little,
+        or forever.
         """
-        if not self._pending:
-            return
         interrupted = None
-        flags, last, spins = self._flags, self._round - 1, self._spins[0]
-        while flags[DONE] == last:
+        while True:
             try:
-                if spins and _wait_while(flags, DONE, last, spins):
-                    break
-                spins = 0                    # (spun once without seeing it: sleep from now on)
-                if self._done.acquire(timeout=0.05):      # the worker releases it once a round, then
-                    _wait_while(flags, DONE, last, 1 << 20)  # writes DONE without the GIL: at once
+                self._wait()
+                break
             except KeyboardInterrupt as err:
                 interrupted = err
-        self._done.acquire(blocking=False)   # this round's release, unless taken above: held again
-        self._pending = False
         error, self._error = self._error, None
         if interrupted is not None:
             raise interrupted
         if error is not None:
             raise error
+
+    def _wait(self):
+        """Return once the worker has finished the last round given (at once if it was joined)."""
+        flags, spins = self._flags, self._spins[0]
+        go = int(flags[GO])
+        if go == self._joined:
+            return
+        while flags[DONE] != go:
+            if spins and _wait_while(flags, DONE, go - 1, spins):
+                break
+            spins = 0                        # (spun once without seeing it: sleep from now on)
+            if self._seen != go:             # given but maybe not woken (start cut short by an interrupt)
+                self._wake()
+            if self._done.acquire(timeout=0.05):      # the worker releases it once a round, then
+                _wait_while(flags, DONE, go - 1, 1 << 20)  # writes DONE without the GIL: at once
+        self._done.acquire(blocking=False)   # this round's release, unless taken above: held again
+        self._joined = go
 
     def rows(self, f, args, R, split, marked=False):
         """``f(*args, r0, r1, half)`` over rows [0, R): two halves at once if ``split`` and R >= 2.
@@ -269,8 +290,8 @@ class Pair:
             return False
         h = R // 2
         self.join()
-        self.start((f, args + (h, R, 1)), marked=marked)
         try:
+            self.start((f, args + (h, R, 1)), marked=marked)
             f(*args, 0, h, 0)
         finally:
             self.join()
