@@ -29,7 +29,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, ROOT)
 import numpy as np
-from minivae import threads
+from minivae.run import threads
 n_threads, seconds, dtype, J = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 threads.configure(n_threads)
 from minivae.model import VAE

@@ -5,7 +5,7 @@ default 1), then, in a fresh Python process per setting and with no thread
 environment variable set, times the fast path's training step of the paper's
 MNIST model (784-500-20, M = 100, float32, Adagrad, weight decay 1/N) with
 
-- ``default``: the count :func:`minivae.threads.configure` chooses (what
+- ``default``: the count :func:`minivae.run.threads.configure` chooses (what
   ``minivae train`` does without ``--threads``);
 - ``1`` and ``2`` threads (``configure(1)``, ``configure(2)``: BLAS and Numba).
 
@@ -33,7 +33,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, ROOT)
 import numpy as np
-from minivae import threads
+from minivae.run import threads
 setting, steps, dtype = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 chosen = threads.configure(None if setting == "default" else int(setting))
 from minivae.model import VAE

@@ -131,17 +131,29 @@ def _api_page(modname):
     return "\n".join(lines)
 
 
+ROOMS = ["baselines", "teaching", "run", "fast"]     # after the core, as docs/architecture.md lists them
+
+
+def _room(modname):
+    """Where the API index lists a module: the package, the core, then each room (``minivae.baselines``, ...)."""
+    parts = modname.split(".")
+    if len(parts) == 1:
+        return 0
+    return 2 + ROOMS.index(parts[1]) if parts[1] in ROOMS else 1
+
+
 def _write_api():
     target = DOCS / "api"
     if target.exists():
         shutil.rmtree(target)
     target.mkdir()
-    mods = _modules()
+    mods = sorted(_modules(), key=lambda m: (_room(m), m))
     for modname in mods:
         (target / f"{modname}.rst").write_text(_api_page(modname))
     index = ["API reference", "=============", "",
              "Every public name of every module (its ``__all__``), from the numpydoc docstrings. The modules",
-             "are listed in the package's order; the readable ones come before :mod:`minivae.fast`.", "",
+             "are listed room by room: the core, then :mod:`minivae.baselines`, :mod:`minivae.teaching`,",
+             ":mod:`minivae.run` and the fast twin, :mod:`minivae.fast`.", "",
              ".. toctree::", "   :maxdepth: 1", ""]
     index += [f"   {m}" for m in mods]
     (target / "index.rst").write_text("\n".join(index) + "\n")

@@ -12,7 +12,7 @@ parameters and returns a :class:`StepResult`. A new algorithm is a new
 :class:`TrainingStep` subclass, not a copy of the loop:
 
 - :class:`AEVB` here: Algorithm 1 with SGVB estimator A or B, one optimiser.
-- :class:`minivae.wakesleep.WakeSleep`: two parameter groups (theta and phi),
+- :class:`minivae.baselines.wakesleep.WakeSleep`: two parameter groups (theta and phi),
   two optimisers, a wake and a sleep phase.
 - The fast path's :class:`minivae.fast.FastAEVB`: the same AEVB step for the
   stock model, computed by fused kernels.

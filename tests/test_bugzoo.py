@@ -1,6 +1,6 @@
 """The bug zoo and the checks of meaning, tested both ways.
 
-Each check of minivae.checks passes on the stock code; each bug of minivae.bugzoo, injected,
+Each check of minivae.teaching.checks passes on the stock code; each bug of minivae.teaching.bugzoo, injected,
 fails the check its entry names; the gradient check (relative error <= TOLERANCE = 1e-7)
 passes or fails exactly as the entry says; leaving ``inject`` restores the library.
 """
@@ -8,10 +8,10 @@ passes or fails exactly as the entry says; leaving ``inject`` restores the libra
 import numpy as np
 import pytest
 
-from minivae import bugzoo, checks
 from minivae import estimator as est
 from minivae import optim, train
 from minivae.model import VAE
+from minivae.teaching import bugzoo, checks
 
 #: The mistakes issue 14 lists, by their names in the zoo.
 LISTED = ["std_as_variance", "eps_redrawn", "clipped_bernoulli", "eps_zero_elbo", "kl_wrong_direction",

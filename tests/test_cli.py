@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from minivae.cli import main
+from minivae.run.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -92,7 +92,7 @@ def test_gradcheck_command_passes_and_help_lists_every_flag():
 
 
 def test_config_refuses_unknown_keys():
-    from minivae.config import Config
+    from minivae.run.config import Config
     with pytest.raises(ValueError, match="unknown configuration key\\(s\\): learning_rate"):
         Config.from_dict({"learning_rate": 0.1})
     assert Config.from_dict(Config().to_dict()) == Config()

@@ -1,11 +1,11 @@
-"""The EM view of the bound on the linear-Gaussian model (minivae.em), in closed form."""
+"""The EM view of the bound on the linear-Gaussian model (minivae.teaching.em), in closed form."""
 
 import numpy as np
 
-from minivae import em
 from minivae import estimator as est
 from minivae.gradcheck import numerical_gradient
-from minivae.linear_gaussian import linear_gaussian
+from minivae.teaching import em
+from minivae.teaching.linear_gaussian import linear_gaussian
 
 
 def _setup(seed=0, N=50):

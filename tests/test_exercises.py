@@ -12,12 +12,12 @@ import pytest
 
 from minivae import estimator as est
 from minivae import layers as lib_layers
-from minivae.exercises import (EXERCISES, GRADED, SOURCE, StudentAEVB, grade, grade_all, load_namespace, make_notebooks,
-                               student_vae, train_student)
-from minivae.exercises.__main__ import main
-from minivae.exercises.grader import compare_training, training_data
-from minivae.exercises.notebook import BEGIN, clear_solutions, parse_source, read_cells
 from minivae.gradcheck import TOLERANCE
+from minivae.teaching.exercises import (EXERCISES, GRADED, SOURCE, StudentAEVB, grade, grade_all, load_namespace,
+                                        make_notebooks, student_vae, train_student)
+from minivae.teaching.exercises.__main__ import main
+from minivae.teaching.exercises.grader import compare_training, training_data
+from minivae.teaching.exercises.notebook import BEGIN, clear_solutions, parse_source, read_cells
 from minivae.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_committed_notebooks_are_the_generators_output(tmp_path):
     written = make_notebooks(tmp_path)
     for which, committed in (("source", TEACHER), ("release", RELEASE)):
         assert written[which].read_text() == committed.read_text(), \
-            f"{committed} is stale: run `python -m minivae.exercises make notebooks/exercises`"
+            f"{committed} is stale: run `python -m minivae.teaching.exercises make notebooks/exercises`"
 
 
 def test_student_version_is_the_source_with_every_solution_cleared():

@@ -1,9 +1,9 @@
-"""The score-function and reparameterised gradient estimators of E_q[f(z)] (minivae.gradient_estimators)."""
+"""The score-function and reparameterised gradient estimators of E_q[f(z)] (minivae.teaching.gradient_estimators)."""
 
 import numpy as np
 
 from minivae.gradcheck import TOLERANCE, check_function, numerical_gradient, relative_error
-from minivae.gradient_estimators import QuadraticObjective, reparameterized_gradient, score_function_gradient
+from minivae.teaching.gradient_estimators import QuadraticObjective, reparameterized_gradient, score_function_gradient
 
 TOLERANCE_USED = TOLERANCE    # 1e-7 relative, float64 central differences
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from minivae import estimator as est
-from minivae import hmc
+from minivae.baselines import hmc
 from minivae.gradcheck import TOLERANCE, check_function
-from minivae.linear_gaussian import linear_gaussian
 from minivae.model import VAE
+from minivae.teaching.linear_gaussian import linear_gaussian
 
 DECODERS = {"bernoulli": dict(decoder="bernoulli"),
             "gaussian-sigmoid": dict(decoder="gaussian", sigmoid_mean=True),

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from minivae.linear_gaussian import linear_gaussian
-from minivae.marginal import (appendix_d_log_likelihood, dataset_marginal_likelihood, fit_gaussian,
-                              grid_log_likelihood, log_gaussian)
+from minivae.baselines.marginal import (appendix_d_log_likelihood, dataset_marginal_likelihood, fit_gaussian,
+                                        grid_log_likelihood, log_gaussian)
 from minivae.model import VAE
 from minivae.optim import Adagrad
+from minivae.teaching.linear_gaussian import linear_gaussian
 from minivae.train import fit
 
 

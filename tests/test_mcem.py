@@ -8,14 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-import minivae.mcem
+import minivae.baselines.mcem
+from minivae.baselines.marginal import grid_log_likelihood
+from minivae.baselines.mcem import MCEM, mstep_loss_and_grads
 from minivae.checkpoint import load_checkpoint
 from minivae.gradcheck import TOLERANCE, check_function
-from minivae.linear_gaussian import linear_gaussian
-from minivae.marginal import grid_log_likelihood
-from minivae.mcem import MCEM, mstep_loss_and_grads
 from minivae.model import VAE
 from minivae.optim import SGD, Adagrad
+from minivae.teaching.linear_gaussian import linear_gaussian
 from minivae.train import fit
 
 DECODERS = {"bernoulli": dict(decoder="bernoulli"),
@@ -148,13 +148,13 @@ def test_a_non_finite_loss_in_the_mstep_leaves_everything_unchanged(monkeypatch)
     before = ({k: p.copy() for k, p in model.params.items()}, step.z.copy(), step.log_step_size,
               {k: np.array(v, copy=True) for k, v in step.optimizer.state_dict().items()})
     calls = []
-    real = minivae.mcem.mstep_loss_and_grads
+    real = minivae.baselines.mcem.mstep_loss_and_grads
 
     def poisoned(*args):
         calls.append(1)
         return float("inf") if len(calls) == 3 else real(*args)
 
-    monkeypatch.setattr(minivae.mcem, "mstep_loss_and_grads", poisoned)
+    monkeypatch.setattr(minivae.baselines.mcem, "mstep_loss_and_grads", poisoned)
     result = step(x[idx], idx, rng)
     assert result.loss == float("inf") and result.elbo is None and len(calls) == 3
     for name, p in model.params.items():

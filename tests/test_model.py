@@ -79,11 +79,11 @@ def test_estimators_a_and_b_share_an_expectation_and_b_has_lower_variance():
     np.testing.assert_allclose(model.elbo(x, eps[:10], "B"), [b[:10].mean()], rtol=1e-12)
 
 
-# --- a linear-Gaussian model: log p(x) and p(z|x) in closed form (minivae.linear_gaussian) ----------
+# --- a linear-Gaussian model: log p(x) and p(z|x) in closed form (minivae.teaching.linear_gaussian) ----------
 
 def _linear_gaussian(D=5, J=2, noise=0.5, seed=10):
-    """(model, x, log_px, posterior) of :func:`minivae.linear_gaussian.linear_gaussian`, with 3 data points."""
-    from minivae.linear_gaussian import linear_gaussian
+    """(model, x, log_px, posterior) of :func:`minivae.teaching.linear_gaussian.linear_gaussian`, with 3 data points."""
+    from minivae.teaching.linear_gaussian import linear_gaussian
     lg = linear_gaussian(D, J, noise, seed=seed)
     x = np.random.default_rng(seed + 100).multivariate_normal(lg.c, lg.cov_x(), size=3)
     return lg.model, x, lg.log_px, lg.posterior

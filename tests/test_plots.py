@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from minivae import plots
 from minivae.model import VAE
+from minivae.run import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

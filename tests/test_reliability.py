@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from minivae.checkpoint import load_checkpoint
-from minivae.cli import main
+from minivae.run.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSIX = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
@@ -53,10 +53,10 @@ _DIGITS = {}
 @pytest.fixture(autouse=True)
 def _env(cache, monkeypatch):
     """The session cache; in-process commands read the generated digits from disk once per session."""
-    import minivae.cli
+    import minivae.run.cli
     monkeypatch.setenv("MINIVAE_CACHE", str(cache))
     monkeypatch.delenv("MINIVAE_DATA", raising=False)
-    load = minivae.cli._load_data
+    load = minivae.run.cli._load_data
 
     def load_once(cfg, download=True):
         if cfg.dataset != "digits-synthetic":
@@ -65,7 +65,7 @@ def _env(cache, monkeypatch):
             _DIGITS[cfg.seed] = load(cfg, download)
         return _DIGITS[cfg.seed]
 
-    monkeypatch.setattr(minivae.cli, "_load_data", load_once)
+    monkeypatch.setattr(minivae.run.cli, "_load_data", load_once)
 
 
 def _env_for(cache):
@@ -519,11 +519,11 @@ def test_evaluate_and_sample_write_new_files_and_say_where(tiny_run, tmp_path, c
 
 def test_ctrl_c_before_training_starts_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     """SIGINT while the data loads (before fit catches signals): no traceback, exit 130, no directory."""
-    import minivae.cli
+    import minivae.run.cli
 
     def interrupted(cfg, download=True):
         raise KeyboardInterrupt
-    monkeypatch.setattr(minivae.cli, "_load_data", interrupted)
+    monkeypatch.setattr(minivae.run.cli, "_load_data", interrupted)
     out = tmp_path / "run"
     assert main([*TINY, "--out", str(out)]) == 130
     (line,) = capsys.readouterr().err.splitlines()

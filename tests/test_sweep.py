@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from fake_data import fake_mnist_splits
-from minivae import cli
-from minivae.sweep import (Cell, cell_status, draw_figure2, draw_figure3, figure2_cells, figure3_cells, format_summary,
-                           run_cells, summary)
+from minivae.run import cli
+from minivae.run.sweep import (Cell, cell_status, draw_figure2, draw_figure3, figure2_cells, figure3_cells,
+                               format_summary, run_cells, summary)
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -167,7 +167,7 @@ def _tiny_cells(out, data, samples):
 _RUNNER = """
 import json, sys
 from pathlib import Path
-from minivae.sweep import Cell, run_cells
+from minivae.run.sweep import Cell, run_cells
 cells = [Cell(c["name"], tuple(c["args"]), c["samples"], Path(c["out"])) for c in json.loads(sys.argv[1])]
 run_cells(cells, jobs=1)
 """
@@ -235,7 +235,7 @@ def test_killing_the_runner_and_running_it_again_finishes_without_redoing_finish
 
 
 def test_worker_environment_is_single_threaded_and_runs_this_copy(tmp_path, monkeypatch):
-    from minivae import sweep
+    from minivae.run import sweep
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     env = sweep._child_env()
     assert all(env[k] == "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS"))

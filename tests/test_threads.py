@@ -1,4 +1,4 @@
-"""Thread counts chosen at run time (minivae.threads): from the free cores, --threads overriding."""
+"""Thread counts chosen at run time (minivae.run.threads): from the free cores, --threads overriding."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from minivae import threads
+from minivae.run import threads
 
 
 @pytest.mark.parametrize("busy,cores,expected", [
@@ -91,7 +91,7 @@ def test_configure_picks_numba_s_threading_layer_without_loading_the_fast_path(l
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     if layer is not None:
         env["NUMBA_THREADING_LAYER"] = layer
-    code = ("import sys, numba, minivae.threads as t; t.configure(1); "
+    code = ("import sys, numba, minivae.run.threads as t; t.configure(1); "
             "print(numba.config.THREADING_LAYER, sorted(m for m in sys.modules if m.startswith('minivae.fast')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split(None, 1) == [expected, "[]\n"]

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from fake_data import fake_mnist_splits
+from minivae.baselines.wakesleep import WakeSleep, dream, sleep_loss_and_grads, wake_loss_and_grads
 from minivae.checkpoint import CheckpointMismatch, load_checkpoint
 from minivae.gradcheck import TOLERANCE, check_function, relative_error
-from minivae.linear_gaussian import kl_diag_gaussians, linear_gaussian
 from minivae.model import VAE
 from minivae.optim import SGD, Adagrad, Adam
 from minivae.steps import AEVB
+from minivae.teaching.linear_gaussian import kl_diag_gaussians, linear_gaussian
 from minivae.train import fit
-from minivae.wakesleep import WakeSleep, dream, sleep_loss_and_grads, wake_loss_and_grads
 
 DECODERS = [("bernoulli", True), ("gaussian", True), ("gaussian", False)]
 DECODER_IDS = ["bernoulli", "gaussian-sigmoid-mean", "gaussian-linear-mean"]
@@ -314,7 +314,7 @@ def _fake_mnist(root):
 def test_minivae_train_algorithm_wake_sleep_resumes_bit_for_bit(tmp_path):
     """`minivae train --algorithm wake-sleep`: a run cut at 1500 samples and resumed to 3000 ends
     where the uninterrupted 3000-sample run ends (every parameter, both Adagrad states)."""
-    from minivae.cli import main
+    from minivae.run.cli import main
     data = _fake_mnist(tmp_path / "data")
     common = ["train", "--dataset", "mnist", "--data-dir", str(data), "-H", "8", "-J", "2", "--algorithm",
               "wake-sleep", "--eval-points", "3", "--eval-train-size", "100", "--checkpoint-every", "0.5",

@@ -76,7 +76,7 @@ from .. import estimator as est
 from ..evaluate import logmeanexp
 from ..layers import ACTIVATIONS
 from ..optim import adagrad_update, adam_update, decayed_gradient, sgd_update
-from ..threads import choose_threading_layer
+from ..run.threads import choose_threading_layer
 
 try:  # numba is a dependency; without it the kernels still run, as (slow) Python
     import numba

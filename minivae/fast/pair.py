@@ -30,7 +30,7 @@ from _thread import allocate_lock
 
 import numpy as np
 
-from ..threads import _cpu_times
+from ..run.threads import _cpu_times
 from .kernels import JIT_ENABLED
 
 __all__ = ["Pair", "process_pair"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..optim import Adagrad, Adam, SGD, decayed_gradient
 from ..steps import AEVB, StepResult
-from ..threads import usable_cores
+from ..run.threads import usable_cores
 from . import blas, fused
 from . import kernels as K
 from .eligibility import FastPathUnavailable, layer_pairs, why_not

@@ -5,17 +5,17 @@ The pieces, each in its own module:
 - :file:`aevb_source.py`: the solution source, the one copy of the solutions, with
   nbgrader's ``### BEGIN SOLUTION`` / ``### END SOLUTION`` markers and its cell
   metadata written in the cell headers;
-- :mod:`minivae.exercises.notebook`: the generator, which writes the teacher's and
+- :mod:`minivae.teaching.exercises.notebook`: the generator, which writes the teacher's and
   the students' notebooks in nbgrader's course layout (``source/``, ``release/``);
-- :mod:`minivae.exercises.grader`: one check per exercise (finite differences in
+- :mod:`minivae.teaching.exercises.grader`: one check per exercise (finite differences in
   float64 against ``TOLERANCE`` and tests of meaning), and the table it prints;
-- :mod:`minivae.exercises.student`: the VAE and the training step that run on the
+- :mod:`minivae.teaching.exercises.student`: the VAE and the training step that run on the
   student's functions.
 
-From a shell (``python -m minivae.exercises --help``)::
+From a shell (``python -m minivae.teaching.exercises --help``)::
 
-    python -m minivae.exercises make notebooks/exercises      # source/aevb/aevb.ipynb, release/aevb/aevb.ipynb
-    python -m minivae.exercises grade submitted/aevb.ipynb    # one line per function, exit 1 if any fails
+    python -m minivae.teaching.exercises make notebooks/exercises      # source/aevb/aevb.ipynb, release/aevb/aevb.ipynb
+    python -m minivae.teaching.exercises grade submitted/aevb.ipynb    # one line per function, exit 1 if any fails
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def grade_file(path, names=GRADED, out=None):
 
 def _data():
     """MNIST when it is on this machine (no download), else the generated digits: (x_train, x_test, name)."""
-    from ..data import DataNotFoundError, load_dataset
+    from ...data import DataNotFoundError, load_dataset
     try:
         data = load_dataset("mnist", download=False)
     except DataNotFoundError:
@@ -87,7 +87,7 @@ def train_student(ns, quick=True, x_train=None, x_test=None, samples=None, seed=
     (H = 500, J = 20), 10 epochs. Adagrad lr 0.02, M = 100, L = 1, weight decay 1/N.
     ``samples`` overrides the budget; ``x_train``, ``x_test`` the data.
     """
-    from ..train import fit
+    from ...train import fit
     name = "given data"
     if x_train is None:
         x_train, x_test, name = _data()

@@ -11,7 +11,7 @@ so with samples z_l from the posterior
 (a harmonic-mean estimator, stabilised by q). The paper's recipe, as
 Kingma's own code (anglepy's ``hmc_est``) runs it and as implemented here:
 
-1. draw L posterior samples per datapoint with HMC (:func:`minivae.hmc.hmc_sample`;
+1. draw L posterior samples per datapoint with HMC (:func:`minivae.baselines.hmc.hmc_sample`;
    the paper used L = 50 and 4 leapfrog steps);
 2. fit a Gaussian q (full covariance, or diagonal) to the first half of them;
 3. average q(z_l) / p(x, z_l) over the second half, in log space
@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .estimator import LOG_2PI, log_standard_normal
-from .evaluate import logmeanexp
+from ..estimator import LOG_2PI, log_standard_normal
+from ..evaluate import logmeanexp
 from .hmc import effective_sample_size, hmc_sample
-from .utils import as_generator
+from ..utils import as_generator
 
 __all__ = ["appendix_d_log_likelihood", "dataset_marginal_likelihood", "grid_log_likelihood", "fit_gaussian",
            "log_gaussian", "DENSITIES"]
@@ -105,7 +105,7 @@ def appendix_d_log_likelihood(model, x, rng, L=50, n_leapfrog=4, burn_in=100, de
         The Gaussian q fitted to the first half of the samples.
     z0 : ndarray (M, J) or None
         Where the chains start; None draws them from the prior p(z) = N(0, I).
-    step_size, target_acceptance, thin : passed to :func:`minivae.hmc.hmc_sample`.
+    step_size, target_acceptance, thin : passed to :func:`minivae.baselines.hmc.hmc_sample`.
 
     Returns
     -------

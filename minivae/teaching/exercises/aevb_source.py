@@ -16,7 +16,7 @@
 # step). Each prints, per function, PASS or FAIL, the relative error and the tolerance.
 # Replace each `# YOUR CODE HERE` and the `raise NotImplementedError()` under it by your
 # code; the lines around them stay as they are. From a shell,
-# `python -m minivae.exercises grade this_notebook.ipynb` grades the whole notebook.
+# `python -m minivae.teaching.exercises grade this_notebook.ipynb` grades the whole notebook.
 #
 # **Conventions** (those of minivae): a minibatch `x` is (M, D), one datapoint per row; a
 # layer computes `x @ W + b` with `W` of shape (in, out) (the paper's $Wx$); `mu`,
@@ -31,7 +31,7 @@ import numpy as np
 
 from minivae import estimator as est
 from minivae.estimator import log_diag_gaussian_grad, log_standard_normal_grad
-from minivae.exercises import grade
+from minivae.teaching.exercises import grade
 from minivae.layers import sigmoid
 
 np.set_printoptions(precision=4)
@@ -330,7 +330,7 @@ grade("aevb_step", globals())
 # %% [markdown]
 # ## 9. All together: your VAE, end to end, then trained
 #
-# `minivae.exercises.student_vae` builds the paper's VAE from **your** functions: its
+# `minivae.teaching.exercises.student_vae` builds the paper's VAE from **your** functions: its
 # layers call your backward passes, its decoders your log-likelihood gradients, its
 # `loss_and_grads` is yours and each training step is your `aevb_step`. First a
 # finite-difference check of every parameter of that model; then a short training run
@@ -350,7 +350,7 @@ grade(["end_to_end", "training"], globals())
 # %% nbgrader=demo
 import os
 
-from minivae.exercises import train_student
+from minivae.teaching.exercises import train_student
 
 QUICK = os.environ.get("MINIVAE_FULL") != "1"       # quick by default (a shorter run); MINIVAE_FULL=1: the full run
 history = train_student(globals(), quick=True, samples=10000 if QUICK else None)

@@ -8,10 +8,10 @@ builder ``builder(cfg, model, N, fast) -> TrainingStep``:
     :class:`minivae.fast.FastAEVB` when ``fast`` and the fast path is exact
     for the model (:func:`minivae.fast.aevb_step`).
 ``wake-sleep``
-    :class:`minivae.wakesleep.WakeSleep`: two optimisers of ``cfg.optimizer``
+    :class:`minivae.baselines.wakesleep.WakeSleep`: two optimisers of ``cfg.optimizer``
     with the same ``cfg.lr`` ("Adagrad step sizes for all algorithms").
 ``mcem``
-    Monte-Carlo EM with an HMC E-step (Appendix E), :class:`minivae.mcem.MCEM`:
+    Monte-Carlo EM with an HMC E-step (Appendix E), :class:`minivae.baselines.mcem.MCEM`:
     theta only, one optimiser.
 
 All of them apply the N(0, I) parameter prior as weight decay 1/N when
@@ -31,28 +31,28 @@ def _weight_decay(cfg, N):
 
 
 def _aevb(cfg, model, N, fast):
-    from .optim import make_optimizer
+    from ..optim import make_optimizer
     opt = make_optimizer(cfg.optimizer, cfg.lr)
     if fast:
-        from .fast import aevb_step
+        from ..fast import aevb_step
         return aevb_step(model, opt, cfg.estimator, cfg.L, weight_decay=_weight_decay(cfg, N))
-    from .steps import AEVB
+    from ..steps import AEVB
     return AEVB(model, opt, cfg.estimator, cfg.L, weight_decay=_weight_decay(cfg, N))
 
 
 def _wake_sleep(cfg, model, N, fast):
-    from .optim import make_optimizer
-    from .wakesleep import WakeSleep
+    from ..optim import make_optimizer
+    from ..baselines.wakesleep import WakeSleep
     return WakeSleep(model, make_optimizer(cfg.optimizer, cfg.lr), make_optimizer(cfg.optimizer, cfg.lr),
                      weight_decay=_weight_decay(cfg, N), L=cfg.L)
 
 
 def _mcem(cfg, model, N, fast):
-    from .optim import make_optimizer
+    from ..optim import make_optimizer
     try:
-        from .mcem import MCEM
+        from ..baselines.mcem import MCEM
     except ImportError as e:
-        raise ValueError(f"the mcem algorithm needs minivae/mcem.py, which this copy of minivae lacks ({e}); "
+        raise ValueError(f"the mcem algorithm needs minivae/baselines/mcem.py, which this copy of minivae lacks ({e}); "
                          "use --algorithm aevb or wake-sleep.") from e
     return MCEM(model, make_optimizer(cfg.optimizer, cfg.lr), n_data=N, weight_decay=_weight_decay(cfg, N))
 

@@ -1,7 +1,7 @@
 """A VAE that runs on a student's functions: how the exercises are plugged into minivae.
 
 The student's functions live in a namespace (a notebook's ``globals()``, or the
-dict :func:`minivae.exercises.grader.load_namespace` makes from a notebook file).
+dict :func:`minivae.teaching.exercises.grader.load_namespace` makes from a notebook file).
 :func:`student_vae` builds the library's :class:`~minivae.model.VAE` and swaps in
 subclasses whose backward passes are the student's:
 
@@ -32,10 +32,10 @@ from collections import Counter
 
 import numpy as np
 
-from .. import model as model_module
-from ..layers import Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh
-from ..optim import Adagrad
-from ..steps import StepResult, TrainingStep
+from ... import model as model_module
+from ...layers import Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh
+from ...optim import Adagrad
+from ...steps import StepResult, TrainingStep
 
 __all__ = ["EXERCISES", "instrument", "rebind", "student_vae", "StudentVAE", "StudentAEVB", "missing"]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import PRESETS, Config, preset
-from .data import DATASETS
-from .utils import CorruptFileError, atomic_write
+from ..data import DATASETS
+from ..utils import CorruptFileError, atomic_write
 
 # Flags that map one-to-one onto Config fields: (flag, field, type, help).
 _CONFIG_FLAGS = [
@@ -106,7 +106,7 @@ def _read_json(path, what):
 
 def _resume_config(args, out, stale_pid=None):
     """The configuration a resumed run continues with: the saved one, plus a new budget if given."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     ckpt = out / "checkpoint.npz"
     if not ckpt.is_file():
         what = "is a directory" if ckpt.is_dir() else "does not exist"
@@ -172,7 +172,7 @@ def _write_history(out, history):
 
 
 def _load_data(cfg, download=True):
-    from .data import DataNotFoundError, load_dataset
+    from ..data import DataNotFoundError, load_dataset
     try:
         return load_dataset(cfg.dataset, data_dir=cfg.data_dir, download=download, seed=cfg.seed)
     except DataNotFoundError as e:
@@ -184,8 +184,8 @@ def _load_data(cfg, download=True):
 
 
 def _build(cfg, D):
-    from .model import VAE
-    from .optim import make_optimizer
+    from ..model import VAE
+    from ..optim import make_optimizer
     _check_sizes(cfg, D)
     model = VAE(D=D, H=cfg.H, J=cfg.J, decoder=cfg.decoder, sigmoid_mean=cfg.sigmoid_mean,
                 activation=cfg.activation, init=cfg.init, dtype=cfg.dtype, random_state=cfg.seed)
@@ -194,7 +194,7 @@ def _build(cfg, D):
 
 def _load_run(run_dir):
     """Config, data and trained model of a run directory."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -252,7 +252,7 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}   # 128 + the signal's n
 
 def _marginal_evaluate(n):
     """fit's ``evaluate=`` hook for ``record = "marginal"``: Appendix D's log p(x) on the first n points."""
-    from .marginal import dataset_marginal_likelihood
+    from ..baselines.marginal import dataset_marginal_likelihood
 
     def evaluate(model, x, rng, estimator=None):
         return dataset_marginal_likelihood(model, x[:n], rng, estimator=estimator)
@@ -262,8 +262,8 @@ def _marginal_evaluate(n):
 def cmd_train(args):
     from .algorithms import build_step
     from .rundir import check_unlocked, fresh_run_dir, run_lock
-    from .train import TrainingDiverged, TrainingInterrupted, fit
-    from .utils import remove_stale_parts
+    from ..train import TrainingDiverged, TrainingInterrupted, fit
+    from ..utils import remove_stale_parts
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out, the run directory to continue.")
@@ -293,12 +293,12 @@ def cmd_train(args):
     N = len(x_train)
     step = build_step(cfg, model, N, fast=not args.readable)
     if args.resume:                               # refuse a damaged or foreign checkpoint before writing anything
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
         step.load_state_dict(load_checkpoint(ckpt, model)["step_state"])
     if cfg.record == "marginal":
         evaluate = _marginal_evaluate(cfg.eval_train_size)
     elif type(step).__name__ == "FastAEVB":
-        from .fast.evaluate import fast_dataset_elbo as evaluate
+        from ..fast.evaluate import fast_dataset_elbo as evaluate
     else:
         evaluate = None
     threads = _threads(args, _run_threads(out) if args.resume else None)
@@ -375,18 +375,18 @@ def _run_threads(out):
 
 
 def cmd_evaluate(args):
-    from .evaluate import dataset_elbo, log_likelihood
+    from ..evaluate import dataset_elbo, log_likelihood
     _positive("-n", args.n, allow_zero=True)
     _positive("-K", args.K, allow_zero=True)
     _positive("-L", args.L)
     cfg, data, model = _load_run(args.run)
     x = data.x_test[:args.n] if args.n else data.x_test
     if cfg.binarize == "dynamic":   # evaluate on one fixed binarisation of the test set
-        from .data import binarize_dynamic
+        from ..data import binarize_dynamic
         x = binarize_dynamic(x, np.random.default_rng([args.seed, 4]))
     fast = None
     if not args.readable:
-        from .fast import evaluate as fast
+        from ..fast import evaluate as fast
     print(f"minivae: evaluating on the {'readable NumPy' if fast is None else 'fast'} path, {_threads(args)}",
           flush=True)
     rng = np.random.default_rng(args.seed)
@@ -432,9 +432,9 @@ def cmd_plot(args):
 
 def cmd_gradcheck(args):
     """Finite differences of the readable code (always), and of the fast step with --fast."""
-    from .estimator import log_parameter_prior, log_parameter_prior_grad
-    from .gradcheck import TOLERANCE, check_function, check_model
-    from .model import VAE
+    from ..estimator import log_parameter_prior, log_parameter_prior_grad
+    from ..gradcheck import TOLERANCE, check_function, check_model
+    from ..model import VAE
     worst = 0.0
     rows = []
     for decoder, sigmoid_mean in (("bernoulli", True), ("gaussian", True), ("gaussian", False)):
@@ -447,7 +447,7 @@ def cmd_gradcheck(args):
             label = decoder + (" (sigmoid mean)" if decoder == "gaussian" and sigmoid_mean else "")
             rows.append((f"{label:26s} estimator {estimator}  L={args.L}, readable", check_model(model, x, eps, estimator)))
             if args.fast:
-                from .fast.gradcheck import check_fast_model
+                from ..fast.gradcheck import check_fast_model
                 rows.append((f"{label:26s} estimator {estimator}  L={args.L}, fast", check_fast_model(model, x, eps, estimator)))
     params = VAE(D=args.D, H=args.H, J=args.J, init="glorot", random_state=args.seed).params
     rows.append(("parameter prior log N(theta; 0, I)",

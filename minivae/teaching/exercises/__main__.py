@@ -1,4 +1,4 @@
-"""``python -m minivae.exercises make [OUT] | grade NOTEBOOK [--only NAME ...]``."""
+"""``python -m minivae.teaching.exercises make [OUT] | grade NOTEBOOK [--only NAME ...]``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from . import GRADED, SOURCE, grade_file, make_notebooks
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minivae.exercises",
+    p = argparse.ArgumentParser(prog="python -m minivae.teaching.exercises",
                                 description="Make the exercise notebooks from the solution source, or grade one.")
     sub = p.add_subparsers(dest="command", required=True)
     mk = sub.add_parser("make", help="write source/aevb/aevb.ipynb (teacher) and release/aevb/aevb.ipynb (students)")

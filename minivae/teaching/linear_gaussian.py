@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .estimator import LOG_2PI
-from .model import VAE
-from .utils import as_generator
+from ..estimator import LOG_2PI
+from ..model import VAE
+from ..utils import as_generator
 
 __all__ = ["LinearGaussian", "linear_gaussian", "kl_diag_gaussians"]
 

@@ -4,7 +4,7 @@ For the minibatch of datapoints x_i (rows ``idx`` of the training set), one step
 
     E-step: continue each datapoint's persistent HMC chain on p_theta(z|x_i) by one
             transition (10 leapfrog steps, step size tuned to about 90 % acceptance,
-            gradient grad_z log p(z) + grad_z log p_theta(x|z): :mod:`minivae.hmc`);
+            gradient grad_z log p(z) + grad_z log p_theta(x|z): :mod:`minivae.baselines.hmc`);
     M-step: 5 updates of theta (the decoder's parameters only) with the acquired
             sample z_i, each on  -(1/M) sum_i log p_theta(x_i|z_i)
             (plus the N(0, I) parameter prior as the optimiser's weight decay).
@@ -24,9 +24,9 @@ chain makes one transition per epoch, too few to tune a step size of its own,
 while the M acceptance probabilities of a minibatch tune a shared one at every
 step. The target p_theta(z|x) moves with theta at every step anyway, so the
 adaptation never stops (a constant-gain Robbins-Monro update of log eps on the
-minibatch's mean acceptance probability, :func:`minivae.hmc.adapt_log_step_size`);
+minibatch's mean acceptance probability, :func:`minivae.baselines.hmc.adapt_log_step_size`);
 it follows the posteriors as they sharpen during training. (For a fixed model,
-:func:`minivae.hmc.hmc_sample` tunes per datapoint during burn-in only.)
+:func:`minivae.baselines.hmc.hmc_sample` tunes per datapoint during burn-in only.)
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import math
 import numpy as np
 
 from .hmc import JITTER, adapt_log_step_size, hmc_transition
-from .optim import Optimizer
-from .steps import StepResult, TrainingStep
+from ..optim import Optimizer
+from ..steps import StepResult, TrainingStep
 
 __all__ = ["MCEM", "mstep_loss_and_grads"]
 
@@ -91,7 +91,7 @@ class MCEM(TrainingStep):
     adapt_gain : float
         The constant gain of the step-size update, log eps += gain * (mean acceptance - target).
     jitter : float
-        Step-size randomisation of each transition (:func:`minivae.hmc.hmc_transition`).
+        Step-size randomisation of each transition (:func:`minivae.baselines.hmc.hmc_transition`).
     """
 
     name = "mcem"

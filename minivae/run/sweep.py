@@ -194,7 +194,7 @@ def _die_with_parent():  # pragma: no cover - runs in the child between fork and
 
 def _child_env():
     env = dict(os.environ, **SINGLE_THREAD)
-    here = str(Path(__file__).resolve().parents[1])          # the children run this very copy of minivae
+    here = str(Path(__file__).resolve().parents[2])          # the children run this very copy of minivae
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 

@@ -10,7 +10,7 @@ Monte-Carlo estimate with its standard error.
 
 Each check returns a :class:`CheckResult` (one number, its limit, PASS or FAIL) and
 looks the library's functions up when it runs, so it checks the code as it stands,
-including a variant injected by :mod:`minivae.bugzoo`:
+including a variant injected by :mod:`minivae.teaching.bugzoo`:
 
 ==========================  ====================================================================
 check                       what it holds the code to
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import estimator as est
-from . import model as model_module
-from . import optim, train
-from .gradcheck import TOLERANCE, check_model, relative_error
+from .. import estimator as est
+from .. import model as model_module
+from .. import optim, train
+from ..gradcheck import TOLERANCE, check_model, relative_error
 from .linear_gaussian import kl_diag_gaussians, linear_gaussian
 
 __all__ = ["CheckResult", "CHECKS", "run_check", "sampler_variance", "kl_monte_carlo", "gradient",
@@ -157,7 +157,7 @@ def bernoulli_saturation():
 def elbo_unbiased(repeats=40, n=200, seed=2):
     """The reported bound (``train.dataset_elbo``) must average to the exact ELBO.
 
-    On the linear-Gaussian model (:mod:`minivae.linear_gaussian`) with its encoder
+    On the linear-Gaussian model (:mod:`minivae.teaching.linear_gaussian`) with its encoder
     moved off the exact posterior, ELBO = log p(x) - KL(q || p(z|x)) in closed form.
     ``repeats`` evaluations with fresh noise give a mean and its standard error; the
     mean must lie within :data:`Z_LIMIT` standard errors of the exact value. An

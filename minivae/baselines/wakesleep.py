@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import estimator as est
-from .optim import Optimizer
-from .steps import StepResult, TrainingStep
+from .. import estimator as est
+from ..optim import Optimizer
+from ..steps import StepResult, TrainingStep
 
 __all__ = ["wake_loss_and_grads", "sleep_loss_and_grads", "dream", "WakeSleep"]
 

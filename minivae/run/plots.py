@@ -26,8 +26,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .estimator import reparameterize
-from .utils import as_generator, atomic_write
+from ..estimator import reparameterize
+from ..utils import as_generator, atomic_write
 
 __all__ = [
     "image_grid",
@@ -574,7 +574,7 @@ def plot_figure2(rows, path=None):
     ----------
     rows : list of lists of panels
         One row per data set (MNIST, Frey Face), one panel per J; see
-        :func:`minivae.sweep.draw_figure2`, which builds them from a sweep's run directories.
+        :func:`minivae.run.sweep.draw_figure2`, which builds them from a sweep's run directories.
     path : str or Path, optional
 
     Returns

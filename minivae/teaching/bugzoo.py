@@ -6,14 +6,14 @@ gradient computed faithfully* where the mistake has one: code that agrees with
 itself. Inside ``with inject(name):`` the whole library (``VAE.loss_and_grads``,
 ``fit``, the checks) runs the mistaken code; on leaving, the library is restored.
 
-Each entry names the check of :mod:`minivae.checks` that catches it and says what
-the gradient check (:func:`minivae.checks.gradient`) does with it, and why::
+Each entry names the check of :mod:`minivae.teaching.checks` that catches it and says what
+the gradient check (:func:`minivae.teaching.checks.gradient`) does with it, and why::
 
-    from minivae import bugzoo
+    from minivae.teaching import bugzoo
     print(bugzoo.demonstrate("std_as_variance"))
     # std_as_variance: ... stock PASS, injected FAIL (sampler_variance); gradient check PASS, as the entry says
 
-``python -m minivae.bugzoo`` prints the whole zoo, demonstrated.
+``python -m minivae.teaching.bugzoo`` prints the whole zoo, demonstrated.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks
-from . import estimator as est
-from . import evaluate, optim, train
-from .layers import sigmoid
-from .model import VAE
+from .. import estimator as est
+from .. import evaluate, optim, train
+from ..layers import sigmoid
+from ..model import VAE
 
 __all__ = ["Bug", "BUGS", "inject", "demonstrate", "Demonstration"]
 

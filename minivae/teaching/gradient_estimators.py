@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import estimator as est
+from .. import estimator as est
 
 __all__ = ["score_function_gradient", "reparameterized_gradient", "QuadraticObjective"]
 

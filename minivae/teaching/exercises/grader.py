@@ -11,11 +11,11 @@ calls (``estimator_b_backward`` with the library's KL gradient, ``loss_and_grads
 with the library's estimator pieces, ``aevb_step`` with the library's
 ``loss_and_grads`` and Adagrad), so a failure points at the function that is
 wrong. ``end_to_end`` and ``training`` then check everything together, on the
-student's own model (:func:`minivae.exercises.student_vae`).
+student's own model (:func:`minivae.teaching.exercises.student_vae`).
 
 In a notebook, a test cell calls :func:`grade`, which prints the lines and raises
 ``AssertionError`` on a failure (how nbgrader's autograder scores a cell); from a
-shell, ``python -m minivae.exercises grade NOTEBOOK`` prints the whole table.
+shell, ``python -m minivae.teaching.exercises grade NOTEBOOK`` prints the whole table.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import estimator as est
-from .. import layers as lib_layers
-from .. import model as model_module
-from .. import optim
+from ... import estimator as est
+from ... import layers as lib_layers
+from ... import model as model_module
+from ... import optim
 from ..checks import kl_monte_carlo
-from ..gradcheck import TOLERANCE, check_function, check_layer, check_model, relative_error
-from ..steps import AEVB
+from ...gradcheck import TOLERANCE, check_function, check_layer, check_model, relative_error
+from ...steps import AEVB
 from .student import (EXERCISES, StudentAEVB, StudentLinear, StudentReLU, StudentSigmoid, StudentSoftplus,
                       StudentTanh, rebind, student_vae)
 
@@ -333,7 +333,7 @@ TRAINING_CALLS = ("linear_backward", "tanh_backward", "reparameterize_backward",
 
 def training_data(n_train=500, n_test=100, seed=0):
     """A small digits-synthetic set (generated, no files): x_train (n_train, 784), x_test (n_test, 784)."""
-    from ..data.synthetic import make_digits
+    from ...data.synthetic import make_digits
     x, _ = make_digits(n_train + n_test, seed=seed)
     return x[:n_train].astype(np.float64), x[n_train:].astype(np.float64)
 
@@ -360,7 +360,7 @@ def compare_training(ns, x_train=None, x_test=None, steps=60, M=50, lr=0.05, H=5
         if "default" not in _DATA_CACHE:
             _DATA_CACHE["default"] = training_data()
         x_train, x_test = _DATA_CACHE["default"]
-    from ..train import fit
+    from ...train import fit
     N, D = x_train.shape
     kw = dict(M=M, samples=steps * M, eval_points=5, progress=False, seed=seed)
     mine = student_vae(ns, D=D, H=H, J=J, random_state=seed)

@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass
 
 from .algorithms import ALGORITHMS
-from .data import DATASETS
-from .estimator import ESTIMATORS
-from .layers import ACTIVATIONS
-from .model import DECODERS
-from .optim import OPTIMIZERS
+from ..data import DATASETS
+from ..estimator import ESTIMATORS
+from ..layers import ACTIVATIONS
+from ..model import DECODERS
+from ..optim import OPTIMIZERS
 
 __all__ = ["Config", "PRESETS", "preset", "CHOICES"]
 
@@ -43,7 +43,7 @@ class Config:
         dtype "float32" | "float64".
     Training (Algorithm 1, or a baseline)
         algorithm: "aevb" (Algorithm 1), "wake-sleep" or "mcem" (Monte-Carlo EM),
-        from the one list in :mod:`minivae.algorithms`; train_size: use only the
+        from the one list in :mod:`minivae.run.algorithms`; train_size: use only the
         first train_size training points (Figure 3 trains on 1000 and 50000;
         None = all). optimizer "adagrad" | "sgd" | "adam"; lr; M minibatch; L samples per
         datapoint; estimator "A" | "B"; weight_decay: the N(0, I) prior on the

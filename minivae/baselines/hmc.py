@@ -1,8 +1,8 @@
 """Hybrid (Hamiltonian) Monte Carlo on the posterior p_theta(z|x), for Appendices D and E.
 
 The paper's two baselines need samples from the true posterior of a decoder:
-the E-step of Monte-Carlo EM (Appendix E, :mod:`minivae.mcem`) and the
-marginal-likelihood estimator of Appendix D (:mod:`minivae.marginal`). Both
+the E-step of Monte-Carlo EM (Appendix E, :mod:`minivae.baselines.mcem`) and the
+marginal-likelihood estimator of Appendix D (:mod:`minivae.baselines.marginal`). Both
 use hybrid Monte Carlo (Duane et al., 1987; Neal, 2011) with the gradient
 
     grad_z log p_theta(x, z) = grad_z log p(z) + grad_z log p_theta(x|z),
@@ -30,7 +30,7 @@ that differ by orders of magnitude under a trained decoder) and tunes it by a
 Robbins-Monro update of log eps on the Metropolis acceptance probability,
 during burn-in only: the kept samples come from a chain with a fixed step
 size, so they are a valid MCMC chain whose stationary law is p(z|x).
-:class:`minivae.mcem.MCEM` instead tunes one global step size that never
+:class:`minivae.baselines.mcem.MCEM` instead tunes one global step size that never
 stops adapting; its reasons are in that module.
 
 Shapes: x (M, D); z, p, gradients (M, J); energies and log-densities (M,);
@@ -44,8 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import estimator as est
-from .utils import as_generator
+from .. import estimator as est
+from ..utils import as_generator
 
 __all__ = ["log_joint", "log_joint_grad_z", "log_joint_and_grad", "leapfrog", "HMCTransition",
            "hmc_transition", "hmc_step", "hmc_sample", "adapt_log_step_size", "effective_sample_size",

@@ -11,7 +11,7 @@ For any distribution q(z) over the latent variables of one datapoint x,
 the paper's eq. 1 and 2 (Section 2.2). EM maximises the bound by coordinate
 ascent: the E-step sets q to the exact posterior p(z|x), closing the gap, the
 M-step maximises E_q[log p(x|z)] over theta with q fixed; neither step can
-lower log p(x). On the linear-Gaussian model of :mod:`minivae.linear_gaussian`
+lower log p(x). On the linear-Gaussian model of :mod:`minivae.teaching.linear_gaussian`
 (p(x|z) = N(z A + c, s2 I)) every term is a closed form, so the identity holds
 to rounding and one EM iteration can be done exactly. With a neural-network
 decoder the posterior p(z|x) = p(x|z) p(z) / integral p(x|z) p(z) dz has no
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .estimator import LOG_2PI, kl_standard_normal
+from ..estimator import LOG_2PI, kl_standard_normal
 from .linear_gaussian import LinearGaussian, kl_diag_gaussians
 
 __all__ = ["expected_log_likelihood", "elbo", "posterior_gap", "m_step"]
@@ -61,7 +61,7 @@ def posterior_gap(lg: LinearGaussian, x, mu, log_var):
     """Both directions of the KL between q and the exact posterior, (N,) each.
 
     The posterior p(z|x) is diagonal only while the rows of A are orthogonal
-    (as :func:`minivae.linear_gaussian.linear_gaussian` builds them).
+    (as :func:`minivae.teaching.linear_gaussian.linear_gaussian` builds them).
 
     Returns
     -------
