@@ -169,11 +169,9 @@ def fit(model, step, x_train, x_test=None, *, M=100, L=1, estimator="B", samples
     Raises
     ------
     TrainingDiverged
-        The loss became non-finite (the step changed nothing), or a bound fell
-        below the floor of 100 times the trivial model's scale (:func:`trivial_bound`) and stayed
-        there (``FLOOR_PATIENCE`` minibatches in a row, or two recorded points in a row): one
-        bad step is not divergence (the paper's MNIST preset dips to -3.4e5 nats at its 4th
-        Adagrad step and is back near -400 two steps later).
+        The loss became non-finite, or the bound stayed far below the trivial model's (:class:`DivergenceGuard`).
+    TrainingInterrupted
+        With ``catch_signals``, after SIGINT or SIGTERM (:class:`StopOnSignal`).
     """
     step, x_train, x_test = _checked_arguments(
         model, step, x_train, x_test, M=M, L=L, estimator=estimator, samples=samples, epochs=epochs,
@@ -320,7 +318,13 @@ class LoopState:
 # -- the divergence guard ---------------------------------------------------------------------
 
 class DivergenceGuard:
-    """Stops a run whose loss is not finite, or whose bound stays below the floor (:func:`_floor`)."""
+    """Stops a run whose loss is not finite, or whose bound stays below the floor (:func:`_floor`).
+
+    The floor is 100 times the trivial model's scale (:func:`trivial_bound`) below it; a bound must
+    stay under it ``FLOOR_PATIENCE`` minibatches in a row, or two recorded points in a row. One bad
+    step is not divergence: the paper's MNIST preset dips to -3.4e5 nats at its 4th Adagrad step and
+    is back near -400 two steps later. A non-finite loss stops at once (the step changed nothing).
+    """
 
     def __init__(self, model, floor, M, checkpoint):
         self.model, self.floor, self.M, self.checkpoint = model, floor, M, checkpoint
