@@ -116,7 +116,8 @@ def check_scalar(value, name: str, kind=int, *, min_val=None, max_val=None, incl
     include_boundaries : {"both", "left", "right", "neither"}
         Which bounds the value may equal.
     allow_none : bool
-        Whether None stands for "not given" (all points, no budget) and passes.
+        Whether None stands for "not given" (all points, no budget) and passes
+        (the message, for a value given, does not mention it).
 
     Raises
     ------
@@ -135,15 +136,15 @@ def check_scalar(value, name: str, kind=int, *, min_val=None, max_val=None, incl
         ok = ((min_val is None or (value >= min_val if left else value > min_val))
               and (max_val is None or (value <= max_val if right else value < max_val)))
     if not ok:
-        raise ValueError(f"{name} must be {_requirement(kind, min_val, max_val, left, right)}"
-                         + (" or None" if allow_none else "") + f"; got {value!r}.")
+        raise ValueError(f"{name} must be {_requirement(kind, min_val, max_val, left, right)}; got {value!r}.")
     return value
 
 
 def _requirement(kind, min_val, max_val, left, right):
     """What :func:`check_scalar` asks for, in words: "a positive integer", "a finite number > 0", ..."""
     if min_val is not None and max_val is not None:
-        return f"a number in {'[' if left else '('}{min_val}, {max_val}{']' if right else ')'}"
+        what = "an integer" if kind is int else "a number"
+        return f"{what} in {'[' if left else '('}{min_val}, {max_val}{']' if right else ')'}"
     if kind is int and max_val is None and left and min_val in (0, 1):
         return "a non-negative integer" if min_val == 0 else "a positive integer"
     what = "an integer" if kind is int else "a finite number"
