@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -25,35 +26,35 @@ import numpy as np
 from .config import CHOICES, PRESETS, Config, preset
 from .utils import CorruptFileError, atomic_write, check_scalar
 
-# Flags that map one-to-one onto Config fields: (flag, field, type, help). The help of a field
-# with a list of choices (config.CHOICES) ends with that list.
-_CONFIG_FLAGS = [
-    ("--dataset", "dataset", str, "data set"),
-    ("--binarize", "binarize", str, "none uses grey levels as Bernoulli means, as the paper; dynamic draws "
-                                    "fresh pixels each time"),
-    ("--data-dir", "data_dir", str, "folder holding mnist/, frey/, binarized_mnist/ (else $MINIVAE_DATA, else the cache)"),
-    ("--decoder", "decoder", str, "p(x|z): bernoulli is Appendix C.1, gaussian C.2"),
-    ("-H", "H", int, "hidden units of encoder and decoder"),
-    ("-J", "J", int, "latent size (the paper's N_z)"),
-    ("--activation", "activation", str, "hidden activation"),
-    ("--init", "init", str, "initial weights: paper = N(0, 0.01^2)"),
-    ("--dtype", "dtype", str, "float32 is the faster"),
-    ("--optimizer", "optimizer", str, "adagrad is the paper's"),
-    ("--lr", "lr", float, "learning rate (the paper picks Adagrad's from 0.01, 0.02, 0.1)"),
-    ("-M", "M", int, "minibatch size"),
-    ("-L", "L", int, "samples of z per datapoint"),
-    ("--estimator", "estimator", str, "SGVB estimator: A generic, B with the analytic KL"),
-    ("--algorithm", "algorithm", str, "training algorithm: aevb is Algorithm 1, the others (mcem: Monte-Carlo "
-                                      "EM) the baselines of Figures 2 and 3"),
-    ("--record", "record", str, "what the history records: elbo the bound (Figure 2), marginal the Appendix D "
-                                "estimate of log p(x) (Figure 3; on eval-train-size points)"),
-    ("--train-size", "train_size", int, "train on the first N training points only (Figure 3: 1000, 50000)"),
-    ("--epochs", "epochs", float, "training budget in epochs (default 10 if no budget is given)"),
-    ("--samples", "samples", int, "training budget in training samples evaluated (instead of --epochs)"),
-    ("--seed", "seed", int, "random seed (initial weights, minibatches, noise)"),
-    ("--eval-points", "eval_points", int, "log-spaced points at which the train and test bounds are recorded"),
-    ("--eval-train-size", "eval_train_size", int, "training points (fixed random subset) the train bound averages over"),
-]
+# The flags that set one Config field each, with their help: the flag is the field's name
+# (--data-dir, -H) and takes the field's type; a field with a list of choices (config.CHOICES)
+# gets that list at the end of its help.
+_CONFIG_HELP = {
+    "dataset": "data set",
+    "binarize": "none uses grey levels as Bernoulli means, as the paper; dynamic draws fresh pixels each time",
+    "data_dir": "folder holding mnist/, frey/, binarized_mnist/ (else $MINIVAE_DATA, else the cache)",
+    "decoder": "p(x|z): bernoulli is Appendix C.1, gaussian C.2",
+    "H": "hidden units of encoder and decoder",
+    "J": "latent size (the paper's N_z)",
+    "activation": "hidden activation",
+    "init": "initial weights: paper = N(0, 0.01^2)",
+    "dtype": "float32 is the faster",
+    "optimizer": "adagrad is the paper's",
+    "lr": "learning rate (the paper picks Adagrad's from 0.01, 0.02, 0.1)",
+    "M": "minibatch size",
+    "L": "samples of z per datapoint",
+    "estimator": "SGVB estimator: A generic, B with the analytic KL",
+    "algorithm": "training algorithm: aevb is Algorithm 1, the others (mcem: Monte-Carlo EM) the baselines of "
+                 "Figures 2 and 3",
+    "record": "what the history records: elbo the bound (Figure 2), marginal the Appendix D estimate of log p(x) "
+              "(Figure 3; on eval-train-size points)",
+    "train_size": "train on the first N training points only (Figure 3: 1000, 50000)",
+    "epochs": "training budget in epochs (default 10 if no budget is given)",
+    "samples": "training budget in training samples evaluated (instead of --epochs)",
+    "seed": "random seed (initial weights, minibatches, noise)",
+    "eval_points": "log-spaced points at which the train and test bounds are recorded",
+    "eval_train_size": "training points (fixed random subset) the train bound averages over",
+}
 
 
 _BUDGET = ("epochs", "samples")   # the only settings a resumed run may change
@@ -68,11 +69,12 @@ def _add_config_flags(p):
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="the paper's set-ups; flags below override it. "
                         + "; ".join(f"{n}: {_defaults_text(n)}" for n in PRESETS) + " (default: mnist)")
-    for flag, field, typ, text in _CONFIG_FLAGS:
-        default = getattr(Config(), field)
+    types = {f.name: f.type.split()[0] for f in dataclasses.fields(Config)}      # "int | None" -> "int"
+    for field, text in _CONFIG_HELP.items():
+        flag = f"-{field}" if len(field) == 1 else "--" + field.replace("_", "-")
         choices = f"; one of: {', '.join(CHOICES[field])}" if field in CHOICES else ""
-        p.add_argument(flag, dest=field, type=typ, default=None,
-                       help=f"{text}{choices} (default: from the preset, else {default})")
+        p.add_argument(flag, dest=field, type={"int": int, "float": float, "str": str}[types[field]], default=None,
+                       help=f"{text}{choices} (default: from the preset, else {getattr(Config(), field)})")
     p.add_argument("--sigmoid-mean", dest="sigmoid_mean", action=argparse.BooleanOptionalAction, default=None,
                    help="Gaussian decoder: squash the mean into (0, 1) as for Frey Face (default: on)")
     p.add_argument("--weight-decay", dest="weight_decay", action=argparse.BooleanOptionalAction, default=None,
@@ -83,7 +85,7 @@ def _add_config_flags(p):
 
 def _explicit_changes(args):
     """The configuration fields given on the command line (not defaults)."""
-    changes = {field: getattr(args, field) for _, field, _, _ in _CONFIG_FLAGS if getattr(args, field) is not None}
+    changes = {field: getattr(args, field) for field in _CONFIG_HELP if getattr(args, field) is not None}
     for field in ("sigmoid_mean", "weight_decay", "checkpoint_every"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
