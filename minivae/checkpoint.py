@@ -158,9 +158,9 @@ def save_training(path, model, step, loop, config, describe):
     training time so far. ``describe``: the step's and the loop's settings.
     """
     perm = loop.perm if loop.perm is not None else np.zeros(0, dtype=np.int64)
-    save_checkpoint(path, model, step, {"train": loop.rng.bit_generator.state, "eval": loop.eval_rng.bit_generator.state},
-                    loop.history, {"step": loop.step, "epoch": loop.epoch, "batch": loop.batch, "perm": perm,
-                                   "seconds": loop.seconds()}, config, describe=describe)
+    rng_states = {"train": loop.rng.bit_generator.state, "eval": loop.eval_rng.bit_generator.state}
+    position = {"step": loop.step, "epoch": loop.epoch, "batch": loop.batch, "perm": perm, "seconds": loop.seconds()}
+    save_checkpoint(path, model, step, rng_states, loop.history, position, config, describe=describe)
 
 
 def resume_training(path, model, step, loop, describe, N):

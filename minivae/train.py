@@ -10,6 +10,7 @@
 The loop owns everything around the step; the step owns one iteration of its
 algorithm (:mod:`minivae.steps`). :func:`fit` is the loop itself, and each job
 around it has one home: the arguments are checked once (``_checked_arguments``);
+``_as_step`` makes an optimiser into the AEVB step;
 :class:`Schedule` says when things happen; :func:`evaluation_sets` fixes the sets
 the bound is recorded on; :class:`LoopState` is the position, the two Generators
 and the history; :class:`DivergenceGuard` stops a run that diverged; saving and
@@ -169,14 +170,16 @@ def fit(model, step, x_train, x_test=None, *, M=100, L=1, estimator="B", samples
     Raises
     ------
     TrainingDiverged
-        The loss became non-finite, or the bound stayed far below the trivial model's (:class:`DivergenceGuard`).
+        The loss became non-finite, or the bound stayed far below the trivial model's
+        (:class:`DivergenceGuard`).
     TrainingInterrupted
         With ``catch_signals``, after SIGINT or SIGTERM (:class:`StopOnSignal`).
     """
-    step, x_train, x_test = _checked_arguments(
-        model, step, x_train, x_test, M=M, L=L, estimator=estimator, samples=samples, epochs=epochs,
-        weight_decay=weight_decay, eval_points=eval_points, eval_train_size=eval_train_size,
-        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume)
+    x_train, x_test = _checked_arguments(
+        model, step, x_train, x_test, M=M, estimator=estimator, samples=samples, epochs=epochs,
+        eval_points=eval_points, eval_train_size=eval_train_size, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every, resume=resume)
+    step = _as_step(model, step, estimator, L, weight_decay=1.0 / len(x_train) if weight_decay else 0.0)
     plan = Schedule.of(len(x_train), M, samples, epochs, eval_points, checkpoint_every)
     x_eval_train, x_eval_test = evaluation_sets(x_train, x_test, seed, eval_train_size, binarize)
     guard = DivergenceGuard(model, _floor(x_eval_train, model.decoder.kind), M, checkpoint)
@@ -216,10 +219,9 @@ def fit(model, step, x_train, x_test=None, *, M=100, L=1, estimator="B", samples
 
 # -- what fit checks, once, before it starts ----------------------------------------------
 
-def _checked_arguments(model, step, x_train, x_test, *, M, L, estimator, samples, epochs, weight_decay,
-                       eval_points, eval_train_size, checkpoint, checkpoint_every, resume):
-    """fit's arguments, each checked once (one clear error otherwise): the data in the model's dtype, and
-    the step (an optimiser becomes the readable AEVB step)."""
+def _checked_arguments(model, step, x_train, x_test, *, M, estimator, samples, epochs, eval_points,
+                       eval_train_size, checkpoint, checkpoint_every, resume):
+    """fit's arguments, each checked once (one clear error otherwise); returns the data in the model's dtype."""
     x_train = check_matrix(x_train, "x_train", model.D, model.decoder.support).astype(model.dtype, copy=False)
     if x_test is not None:
         x_test = check_matrix(x_test, "x_test", model.D, model.decoder.support).astype(model.dtype, copy=False)
@@ -235,14 +237,17 @@ def _checked_arguments(model, step, x_train, x_test, *, M, L, estimator, samples
     check_scalar(checkpoint_every, "checkpoint_every (epochs)", float, min_val=0, include_boundaries="neither")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from.")
-    if isinstance(step, Optimizer):
-        step = AEVB(model, step, estimator, L, weight_decay=1.0 / N if weight_decay else 0.0)
-    elif not isinstance(step, TrainingStep):
+    if not isinstance(step, (Optimizer, TrainingStep)):
         raise TypeError(f"step must be a minivae.steps.TrainingStep or an optimiser, not {type(step).__name__}.")
-    if step.model is not model:
+    if isinstance(step, TrainingStep) and step.model is not model:
         raise ValueError("the training step was built for another model.")
     est.check_estimator(estimator)
-    return step, x_train, x_test
+    return x_train, x_test
+
+
+def _as_step(model, step, estimator, L, weight_decay):
+    """The training step: ``step`` itself, or for an optimiser the readable AEVB step with it."""
+    return AEVB(model, step, estimator, L, weight_decay) if isinstance(step, Optimizer) else step
 
 
 class Schedule(NamedTuple):

@@ -289,7 +289,8 @@ def test_fit_checks_the_data_once_and_a_step_on_its_own_checks_every_minibatch(m
     x, xt = _toy()
     calls = []
     real = model_module.check_matrix
-    monkeypatch.setattr(model_module, "check_matrix", lambda a, *args, **kw: calls.append(a.shape) or real(a, *args, **kw))
+    monkeypatch.setattr(model_module, "check_matrix",
+                        lambda a, *args, **kw: calls.append(a.shape) or real(a, *args, **kw))
     for make in (lambda m: AEVB(m, Adagrad(0.05)), lambda m: WakeSleep(m, Adagrad(0.05), Adagrad(0.05))):
         model = VAE(12, 6, 2, random_state=1)
         step = make(model)
