@@ -16,7 +16,8 @@ import numpy as np
 
 from .utils import CorruptFileError, atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointMismatch", "FORMAT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_training", "resume_training", "CheckpointMismatch",
+           "FORMAT_VERSION"]
 
 FORMAT_VERSION = 2   # 2: the training step's state (one or more optimisers) under "step/"
 
@@ -145,3 +146,63 @@ def load_parameters(model, ckpt, path="checkpoint"):
         if not np.isfinite(v).all():
             raise CorruptFileError(f"{path}: parameter {name} holds NaN or infinite values.")
         p[...] = v
+
+
+# -- a training run: the model, the step and the loop's position together -------------------------
+
+def save_training(path, model, step, loop, config, describe):
+    """Save a run where the loop is (:func:`save_checkpoint`), so that it resumes bit for bit.
+
+    ``loop`` is :class:`minivae.train.LoopState`: both Generators' states, the
+    history, the position (step, epoch, next batch, permutation) and the
+    training time so far. ``describe``: the step's and the loop's settings.
+    """
+    perm = loop.perm if loop.perm is not None else np.zeros(0, dtype=np.int64)
+    rng_states = {"train": loop.rng.bit_generator.state, "eval": loop.eval_rng.bit_generator.state}
+    position = {"step": loop.step, "epoch": loop.epoch, "batch": loop.batch, "perm": perm, "seconds": loop.seconds()}
+    save_checkpoint(path, model, step, rng_states, loop.history, position, config, describe=describe)
+
+
+def resume_training(path, model, step, loop, describe, N):
+    """Restore a run saved by :func:`save_training` into ``model``, ``step`` and ``loop``.
+
+    Refuses, each with one sentence naming the file: a checkpoint of other
+    settings (``describe`` differs), and a damaged loop or RNG state or a
+    permutation that is not one of the N training points.
+    """
+    ck = load_checkpoint(path, model)
+    _check_same_training(path, ck["step_describe"], describe)
+    step.load_state_dict(ck["step_state"])
+    try:
+        loop.rng.bit_generator.state = ck["rng_states"]["train"]
+        loop.eval_rng.bit_generator.state = ck["rng_states"]["eval"]
+        loop.history = {k: list(ck["history"][k]) for k in loop.history}
+        saved = ck["loop"]
+        loop.step, loop.epoch, loop.batch = int(saved["step"]), int(saved["epoch"]), int(saved["batch"])
+        loop.perm = np.array(saved["perm"], dtype=np.int64) if saved["perm"].size else None
+        loop.seconds_before = float(saved["seconds"]) if "seconds" in saved else 0.0
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptFileError(f"checkpoint {path} has a damaged loop or RNG state ({e}); "
+                               "delete it to start over.") from e
+    perm = loop.perm
+    if perm is not None and (perm.shape != (N,) or not np.array_equal(np.sort(perm), np.arange(N))):
+        raise CorruptFileError(f"checkpoint {path} holds a permutation that does not fit "
+                               f"this training set of N = {N}.")
+
+
+def _check_same_training(path, saved, now):
+    """Refuse to resume with another step or other loop settings, naming each difference."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(saved), flat(now)
+    diff = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        raise CheckpointMismatch(f"{path} was trained with other settings ({'; '.join(diff)}); "
+                                 "resume with the same ones, or start a new run.")

@@ -302,7 +302,7 @@ class VAE:
         mu, log_var, z, out, log_px_z = self._forward(x, eps)
         return log_px_z + est.log_standard_normal(z) - est.log_diag_gaussian(z, mu, log_var)
 
-    def loss_and_grads(self, x, eps, estimator="B"):
+    def loss_and_grads(self, x, eps, estimator="B", checked=False):
         """-ELBO per datapoint, and its gradient in ``self.grads`` (Algorithm 1's g).
 
         Parameters
@@ -312,6 +312,9 @@ class VAE:
             Pre-drawn noise; the same eps is used forward and backward.
         estimator : {"A", "B"}
             SGVB estimator A (eq. 6) or B (eq. 7).
+        checked : bool
+            True when x was checked already (:meth:`check_x`; :func:`minivae.train.fit`
+            checks the whole training set once): it is not scanned again.
 
         Returns
         -------
@@ -326,7 +329,7 @@ class VAE:
         prior is applied (:func:`minivae.optim.decayed_gradient`).
         """
         est.check_estimator(estimator)
-        x = self.check_x(x)
+        x = x if checked else self.check_x(x)
         eps = self.check_eps(eps, len(x))
         L, M, J = eps.shape
         mu, log_var, z, out, log_px_z = self._forward(x, eps)

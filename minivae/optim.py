@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .estimator import log_parameter_prior_grad
+from .utils import check_scalar
 
 __all__ = ["SGD", "Adagrad", "Adam", "make_optimizer", "OPTIMIZERS",
            "decayed_gradient", "sgd_update", "adagrad_update", "adam_update"]
@@ -89,10 +90,8 @@ def adam_update(p, g, m, v, t, lr, beta1, beta2, eps):
 
 
 def _check_rate(name, value, positive=True):
-    value = float(value)
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise ValueError(f"the {name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}.")
-    return value
+    return check_scalar(float(value), f"the {name}", float, min_val=0,
+                        include_boundaries="neither" if positive else "both")
 
 
 # --- the optimisers ---------------------------------------------------------------------
@@ -189,9 +188,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(lr)
-        self.beta1, self.beta2 = float(beta1), float(beta2)
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"Adam's betas must lie in [0, 1), got {beta1} and {beta2}.")
+        self.beta1, self.beta2 = (check_scalar(float(b), f"Adam's {name}", float, min_val=0, max_val=1,
+                                               include_boundaries="left")
+                                  for name, b in (("beta1", beta1), ("beta2", beta2)))
         self.eps = _check_rate("Adam eps", eps, positive=False)
 
     def _update(self, name, p, g):

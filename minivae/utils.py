@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
+import numbers
 import os
 import re
 import secrets
@@ -21,6 +23,7 @@ __all__ = [
     "as_generator",
     "atomic_write",
     "check_matrix",
+    "check_scalar",
     "CorruptFileError",
     "remove_stale_parts",
 ]
@@ -90,6 +93,66 @@ def check_matrix(x, name: str = "x", n_cols: int | None = None, support: str = "
                 "rescale the data (e.g. divide by 255) or use the Gaussian decoder."
             )
     return x
+
+
+def check_scalar(value, name: str, kind=int, *, min_val=None, max_val=None, include_boundaries: str = "both",
+                 allow_none: bool = False):
+    """Check that ``value`` is one number of ``kind`` within the bounds; return it unchanged.
+
+    The one check of every scalar setting (as scikit-learn's ``check_scalar``),
+    made once where the value enters: the command line, the configuration,
+    :func:`minivae.train.fit`, a constructor.
+
+    Parameters
+    ----------
+    value : the number to check
+    name : str
+        How the error message calls it (``"M"``, ``"--jobs"``, ``"the learning rate"``).
+    kind : int or float
+        ``int``: an integer (Python or NumPy; a bool is not one). ``float``: a
+        finite real number (an integer too).
+    min_val, max_val : number or None
+        The bounds, if any.
+    include_boundaries : {"both", "left", "right", "neither"}
+        Which bounds the value may equal.
+    allow_none : bool
+        Whether None stands for "not given" (all points, no budget) and passes
+        (the message, for a value given, does not mention it).
+
+    Raises
+    ------
+    ValueError
+        One sentence: ``"<name> must be <what>; got <value>."``
+    """
+    if value is None and allow_none:
+        return value
+    left = include_boundaries in ("both", "left")
+    right = include_boundaries in ("both", "right")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+        ok = False
+    elif kind is not int and not math.isfinite(value):
+        ok = False
+    else:
+        ok = ((min_val is None or (value >= min_val if left else value > min_val))
+              and (max_val is None or (value <= max_val if right else value < max_val)))
+    if not ok:
+        raise ValueError(f"{name} must be {_requirement(kind, min_val, max_val, left, right)}; got {value!r}.")
+    return value
+
+
+def _requirement(kind, min_val, max_val, left, right):
+    """What :func:`check_scalar` asks for, in words: "a positive integer", "a finite number > 0", ..."""
+    if min_val is not None and max_val is not None:
+        what = "an integer" if kind is int else "a number"
+        return f"{what} in {'[' if left else '('}{min_val}, {max_val}{']' if right else ')'}"
+    if kind is int and max_val is None and left and min_val in (0, 1):
+        return "a non-negative integer" if min_val == 0 else "a positive integer"
+    what = "an integer" if kind is int else "a finite number"
+    if min_val is not None:
+        return f"{what} {'>=' if left else '>'} {min_val}"
+    if max_val is not None:
+        return f"{what} {'<=' if right else '<'} {max_val}"
+    return what
 
 
 #: A temporary file untouched for this long (seconds) is stale even if its writer seems alive.

@@ -1,5 +1,6 @@
 """The command line end to end on a tiny budget: every promised file, and clear refusals."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -105,3 +106,22 @@ def test_missing_mnist_names_the_offline_alternative(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in err and "minivae train --preset digits" in err
     assert not (tmp_path / "o" / "checkpoint.npz").exists()
+
+
+def test_every_choice_and_label_comes_from_its_one_list():
+    """The help of a config flag lists the choices config.CHOICES has (--activation includes identity); the
+    flags train and evaluate share are one declaration; figures and messages name algorithms from ALGORITHMS."""
+    from minivae.run.algorithms import ALGORITHMS, label
+    from minivae.run.cli import build_parser
+    from minivae.run.config import CHOICES
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub.choices["train"]._actions}
+    for field, choices in CHOICES.items():
+        assert f"one of: {', '.join(choices)}" in helps[field], field
+    assert "identity" in helps["activation"]
+    shared = [{a.option_strings[0]: a.help for a in sub.choices[name]._actions if a.option_strings}
+              for name in ("train", "evaluate")]
+    for flag in ("--readable", "--threads", "--no-progress"):
+        assert shared[0][flag] == shared[1][flag], flag
+    assert [label(name) for name in ALGORITHMS] == ["AEVB", "Wake-Sleep", "MCEM"]
+    assert label("someone-elses") == "someone-elses"

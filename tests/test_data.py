@@ -137,7 +137,7 @@ def test_mnist_argument_errors_come_before_reading_any_file(tmp_path):
     one_line(err)
     with pytest.raises(ValueError, match="'train', 'valid' or 'test'"):
         load_mnist("training", data_dir=tmp_path, download=False)
-    with pytest.raises(ValueError, match="n_valid must be >= 0"):
+    with pytest.raises(ValueError, match="n_valid must be a non-negative integer"):
         load_mnist("train", data_dir=tmp_path, download=False, n_valid=-1)
 
 

@@ -660,3 +660,12 @@ def test_the_loss_is_np_mean_of_the_bound_bit_for_bit(dtype):
     for n in (1, 7, 100, 129, 1000):
         v = (-100 * rng.random(n)).astype(dtype)
         assert step_module._mean(v) == np.mean(v) and step_module._mean(v).dtype == np.mean(v).dtype
+
+
+def test_the_fast_step_brings_its_fast_evaluator_and_says_which_code_runs():
+    """fit records the bound with the step's own evaluator: the readable one for AEVB, the fused twin for FastAEVB."""
+    model = VAE(D=6, H=5, J=3, random_state=0)
+    fast, readable = FastAEVB(model, SGD(0.1)), AEVB(model, SGD(0.1))
+    assert fast.evaluator() is fast_evaluate.fast_dataset_elbo
+    assert readable.evaluator() is dataset_elbo
+    assert fast.code_path.startswith("fast") and readable.code_path.startswith("readable")

@@ -312,5 +312,5 @@ def test_counts_below_one_get_one_clear_error(model2, data):
     }
     for name, fs in calls.items():
         for f in fs:
-            with pytest.raises(ValueError, match=f"^{name} must be at least 1, got -?[01]"):
+            with pytest.raises(ValueError, match=f"^{name} must be a positive integer; got -?[01]"):
                 f()

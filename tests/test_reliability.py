@@ -124,7 +124,7 @@ def reference(cache, tmp_path_factory):
 # `minivae train` that stops once, at its second recorded bound, until a line comes on its stdin.
 _PAUSED = """
 import sys
-import minivae.cli as cli
+import minivae.run.cli as cli
 write, calls = cli._write_history, []
 
 def paused(out, history):
@@ -476,10 +476,10 @@ def test_impossible_flags_get_one_line_and_leave_no_directory(tmp_path, capsys, 
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.parametrize("flags, fragment", [(["-n", "-1"], "-n must be >= 0; got -1"),
-                                             (["-K", "-5"], "-K must be >= 0; got -5"),
-                                             (["-L", "-1"], "-L must be >= 1; got -1"),
-                                             (["-L", "0"], "-L must be >= 1; got 0")])
+@pytest.mark.parametrize("flags, fragment", [(["-n", "-1"], "-n must be a non-negative integer; got -1"),
+                                             (["-K", "-5"], "-K must be a non-negative integer; got -5"),
+                                             (["-L", "-1"], "-L must be a positive integer; got -1"),
+                                             (["-L", "0"], "-L must be a positive integer; got 0")])
 def test_evaluate_refuses_bad_counts(tiny_run, tmp_path, capsys, flags, fragment):
     out = _copy(tiny_run, tmp_path)
     before = _snapshot(out)

@@ -76,7 +76,7 @@ def test_bad_sweep_arguments(capsys):
     with pytest.raises(SystemExit):
         cli.main(["figure2", "--samples", "1.5", "--out", "x"])
     assert "whole number" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--jobs must be at least 1"):
+    with pytest.raises(ValueError, match="--jobs must be a positive integer"):
         run_cells([], jobs=0, log=lambda s: None)
 
 

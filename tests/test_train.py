@@ -259,3 +259,99 @@ def test_one_minibatch_far_below_the_floor_is_not_divergence_but_a_run_of_them_i
     with pytest.raises(TrainingDiverged, match=f"below the floor .* for {FLOOR_PATIENCE} steps in a row"):
         fit(model, Dipping(model, Adagrad(0.05), set(range(3, 3 + FLOOR_PATIENCE))), x, xt, M=10, samples=400,
             progress=False)
+
+
+# --- the loop's seams: the evaluator comes from the step, the data is checked once -----------
+
+def test_the_recorded_bound_is_computed_by_the_steps_evaluator():
+    x, xt = _toy()
+    seen = []
+
+    class Counting(AEVB):
+        def evaluator(self):
+            def evaluate(model, data, rng, estimator="B"):
+                seen.append(len(data))
+                return dataset_elbo(model, data, rng, estimator=estimator)
+            return evaluate
+
+    model = VAE(12, 6, 2, random_state=1)
+    h = fit(model, Counting(model, Adagrad(0.05)), x, xt, M=10, samples=200, eval_points=3, eval_train_size=50,
+            progress=False)
+    assert seen == [50, 40] * len(h["samples"])                 # the train subset, then the test set, each time
+    assert AEVB(model, Adagrad(0.05)).evaluator() is dataset_elbo
+    # fit's evaluate= still wins over the step's (the command line's record = "marginal")
+    h2 = fit(VAE(12, 6, 2, random_state=1), Adagrad(0.05), x, xt, M=10, samples=200, eval_points=3, progress=False,
+             evaluate=lambda model, data, rng, estimator: -1.0)
+    assert h2["train_elbo"] == [-1.0] * len(h2["samples"])
+
+
+def test_fit_checks_the_data_once_and_a_step_on_its_own_checks_every_minibatch(monkeypatch):
+    from minivae import model as model_module
+    from minivae.baselines.wakesleep import WakeSleep
+    x, xt = _toy()
+    calls = []
+    real = model_module.check_matrix
+    monkeypatch.setattr(model_module, "check_matrix",
+                        lambda a, *args, **kw: calls.append(a.shape) or real(a, *args, **kw))
+    for make in (lambda m: AEVB(m, Adagrad(0.05)), lambda m: WakeSleep(m, Adagrad(0.05), Adagrad(0.05))):
+        model = VAE(12, 6, 2, random_state=1)
+        step = make(model)
+        calls.clear()
+        fit(model, step, x, None, M=10, samples=300, eval_points=1, eval_train_size=20, progress=False)
+        assert (10, 12) not in calls, type(step).__name__       # 30 steps, no minibatch scanned again
+        assert not step.x_checked                              # only while fit runs
+        bad = np.where(x[:10] > 0.9, np.nan, x[:10])
+        with pytest.raises(ValueError, match="x contains .* NaN or infinite value"):
+            step(bad, np.arange(10), np.random.default_rng(0))  # called on its own: the clear error
+    with step.checked_data():
+        assert step.x_checked
+    assert not step.x_checked
+
+
+def test_hooks_run_at_their_named_points(monkeypatch):
+    """The loop calls every hook at start, after each step, and at close (also when the loop stops on an error)."""
+    from minivae.train import Hook, LoopState, Schedule
+    x, xt = _toy()
+    plan = Schedule.of(120, 10, 300, None, 4, 1)
+    assert (plan.total_steps, plan.batches_per_epoch, plan.save_every) == (30, 12, 12)
+    assert plan.eval_at == frozenset(eval_schedule(30, 4))
+    loop = LoopState.new(0)
+    rows = [loop.next_batch(plan) for _ in range(13)]
+    assert loop.epoch == 1 and loop.batch == 1                  # the 13th minibatch opened the second epoch
+    assert sorted(np.concatenate(rows[:12]).tolist()) == list(range(120))
+
+    class Recording(Hook):
+        def __init__(self):
+            self.events = []
+
+        def start(self, loop):
+            self.events.append(("start", loop.step))
+
+        def after_step(self, loop, result):
+            self.events.append(("step", loop.step))
+
+        def close(self):
+            self.events.append(("close",))
+
+    from minivae import train as train_module
+    hook = Recording()
+    monkeypatch.setattr(train_module, "Progress", lambda plan, name: hook)     # where the progress bar stands
+    fit(VAE(12, 6, 2, random_state=1), Adagrad(0.05), x, xt, M=10, samples=50, progress=True)
+    assert hook.events == [("start", 0)] + [("step", k) for k in range(1, 6)] + [("close",)]
+    hook.events.clear()
+    with pytest.raises(TrainingDiverged):                                       # a NaN at the 3rd step
+        fit(VAE(12, 6, 2, random_state=1), _NaNAfter(3), x, xt, M=10, samples=50, eval_points=1, progress=True)
+    assert hook.events == [("start", 0), ("step", 1), ("step", 2), ("close",)]
+
+
+class _NaNAfter(Adagrad):
+    """Adagrad whose parameters become NaN at update ``k`` (the next loss is then NaN)."""
+
+    def __init__(self, k):
+        super().__init__(0.05)
+        self.k = k
+
+    def step(self, params, grads, weight_decay=0.0):
+        super().step(params, grads, weight_decay)
+        if self.t == self.k - 1:
+            next(iter(params.values()))[...] = np.nan

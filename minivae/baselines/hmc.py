@@ -45,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import estimator as est
-from ..utils import as_generator
+from ..utils import as_generator, check_scalar
 
 __all__ = ["log_joint", "log_joint_grad_z", "log_joint_and_grad", "leapfrog", "HMCTransition",
            "hmc_transition", "hmc_step", "hmc_sample", "adapt_log_step_size", "effective_sample_size",
@@ -168,8 +168,7 @@ def leapfrog(model, x, z, p, step_size, n_leapfrog, grad=None):
     grad : ndarray (M, J)
         Its gradient at the end.
     """
-    if not (isinstance(n_leapfrog, (int, np.integer)) and n_leapfrog >= 1):
-        raise ValueError(f"n_leapfrog must be a positive integer; got {n_leapfrog!r}.")
+    check_scalar(n_leapfrog, "n_leapfrog", int, min_val=1)
     eps = _per_row(step_size, len(z))                            # scalar or (M, 1)
     if isinstance(eps, np.ndarray):
         eps = eps.astype(z.dtype)                                # a float32 chain stays float32
@@ -325,10 +324,8 @@ def hmc_sample(model, x, z0, n_samples, n_leapfrog, rng, step_size=0.1, adapt=Tr
     """
     rng = as_generator(rng)
     for name, value, least in (("n_samples", n_samples, 1), ("burn_in", burn_in, 0), ("thin", thin, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}; got {value!r}.")
-    if not 0.0 < target_acceptance < 1.0:
-        raise ValueError(f"target_acceptance must lie strictly between 0 and 1; got {target_acceptance!r}.")
+        check_scalar(value, name, int, min_val=least)
+    check_scalar(target_acceptance, "target_acceptance", float, min_val=0, max_val=1, include_boundaries="neither")
     x = model.check_x(x)
     z = _check_z(model, x, z0).copy()
     if z.ndim != 2:

@@ -36,7 +36,7 @@ import numpy as np
 from ..estimator import LOG_2PI, log_standard_normal
 from ..evaluate import logmeanexp
 from .hmc import effective_sample_size, hmc_sample
-from ..utils import as_generator
+from ..utils import as_generator, check_scalar
 
 __all__ = ["appendix_d_log_likelihood", "dataset_marginal_likelihood", "grid_log_likelihood", "fit_gaussian",
            "log_gaussian", "DENSITIES"]
@@ -124,9 +124,7 @@ def appendix_d_log_likelihood(model, x, rng, L=50, n_leapfrog=4, burn_in=100, de
     rng = as_generator(rng)
     if density not in DENSITIES:
         raise ValueError(f"density must be one of {', '.join(DENSITIES)}; got {density!r}.")
-    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 4:
-        raise ValueError(f"L must be an integer of at least 4 posterior samples (half fit q, half estimate); "
-                         f"got {L!r}.")
+    check_scalar(L, "L (posterior samples: half fit q, half estimate)", int, min_val=4)
     n_fit = L // 2
     if density == "full" and n_fit <= model.J:
         raise ValueError(f"L = {L} gives {n_fit} samples to fit a full Gaussian in J = {model.J} dimensions; "

@@ -38,6 +38,7 @@ import numpy as np
 from .hmc import JITTER, adapt_log_step_size, hmc_transition
 from ..optim import Optimizer
 from ..steps import StepResult, TrainingStep
+from ..utils import check_scalar
 
 __all__ = ["MCEM", "mstep_loss_and_grads"]
 
@@ -103,17 +104,12 @@ class MCEM(TrainingStep):
             raise TypeError(f"optimizer must be a minivae.optim.Optimizer, not {type(optimizer).__name__}.")
         for name, value, least in (("n_data", n_data, 1), ("n_leapfrog", n_leapfrog, 1),
                                    ("updates_per_estep", updates_per_estep, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}; got {value!r}.")
-        if not 0.0 < target_acceptance < 1.0:
-            raise ValueError(f"target_acceptance must lie strictly between 0 and 1; got {target_acceptance!r}.")
+            check_scalar(value, name, int, min_val=least)
+        check_scalar(target_acceptance, "target_acceptance", float, min_val=0, max_val=1, include_boundaries="neither")
         for name, value in (("weight_decay", weight_decay), ("adapt_gain", adapt_gain)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
-        if not (math.isfinite(step_size) and step_size > 0):
-            raise ValueError(f"step_size must be a finite number > 0; got {step_size!r}.")
-        if not 0.0 <= jitter < 1.0:
-            raise ValueError(f"jitter must lie in [0, 1); got {jitter!r}.")
+            check_scalar(value, name, float, min_val=0)
+        check_scalar(step_size, "step_size", float, min_val=0, include_boundaries="neither")
+        check_scalar(jitter, "jitter", float, min_val=0, max_val=1, include_boundaries="left")
         self.optimizer = optimizer
         self.n_data, self.n_leapfrog, self.updates_per_estep = int(n_data), int(n_leapfrog), int(updates_per_estep)
         self.target_acceptance, self.weight_decay = float(target_acceptance), float(weight_decay)

@@ -45,11 +45,12 @@ import numpy as np
 from .. import estimator as est
 from ..optim import Optimizer
 from ..steps import StepResult, TrainingStep
+from ..utils import check_scalar
 
 __all__ = ["wake_loss_and_grads", "sleep_loss_and_grads", "dream", "WakeSleep"]
 
 
-def wake_loss_and_grads(model, x, eps):
+def wake_loss_and_grads(model, x, eps, checked=False):
     """Wake phase: -[log p(x|z) + log p(z)] per datapoint, z from the encoder held as data.
 
     Parameters
@@ -59,6 +60,8 @@ def wake_loss_and_grads(model, x, eps):
         Real data.
     eps : ndarray, shape (L, M, J)
         Pre-drawn N(0, I) noise: z = mu + sigma * eps, the encoder's sample.
+    checked : bool
+        True when x was checked already (as in ``VAE.loss_and_grads``): not scanned again.
 
     Returns
     -------
@@ -69,7 +72,7 @@ def wake_loss_and_grads(model, x, eps):
     encoder's gradients are not touched: z is treated as observed, so nothing
     reaches phi. log p(z) has no theta, so only log p(x|z) has a gradient.
     """
-    x = model.check_x(x)
+    x = x if checked else model.check_x(x)
     eps = model.check_eps(eps, len(x))
     L, M, J = eps.shape
     mu, log_var = model.encoder.forward(x)                       # (M, J) each
@@ -175,8 +178,7 @@ class WakeSleep(TrainingStep):
         if opt_theta is opt_phi:
             raise ValueError("wake-sleep needs two optimiser objects, one for theta and one for phi; "
                              "pass two instances (e.g. Adagrad(lr), Adagrad(lr)).")
-        if not (isinstance(L, (int, np.integer)) and not isinstance(L, bool) and L >= 1):
-            raise ValueError(f"L (samples per datapoint) must be a positive integer; got {L!r}.")
+        check_scalar(L, "L (samples per datapoint)", int, min_val=1)
         self.opt_theta, self.opt_phi = opt_theta, opt_phi
         self.weight_decay = float(weight_decay)
         self.L = int(L)
@@ -184,7 +186,7 @@ class WakeSleep(TrainingStep):
     def __call__(self, x, idx, rng):
         model = self.model
         eps = model.sample_eps(len(x), self.L, rng)                    # (L, M, J)
-        wake = wake_loss_and_grads(model, x, eps)                      # fills the decoder's grads
+        wake = wake_loss_and_grads(model, x, eps, self.x_checked)      # fills the decoder's grads
         z, x_dream = dream(model, len(x), rng)                         # from theta before this step's update
         sleep = sleep_loss_and_grads(model, z, x_dream)                # fills the encoder's grads
         loss = wake + sleep

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..utils import as_generator
+from ..utils import as_generator, check_scalar
 
 __all__ = ["minibatches", "holdout_indices"]
 
@@ -87,9 +87,7 @@ def minibatches(X: np.ndarray, M: int, rng: np.random.Generator, binarize: bool 
     if not isinstance(X, np.ndarray) or X.ndim != 2:
         raise ValueError(f"X must be a 2-D array of shape (N, D), one datapoint per row; got {np.shape(X)}.")
     N = len(X)
-    M = int(M)
-    if M < 1:
-        raise ValueError(f"the minibatch size M must be >= 1, not {M}.")
+    M = check_scalar(int(M), "the minibatch size M", int, min_val=1)
     if drop_last and M > N:
         raise ValueError(f"M={M} is larger than the data set (N={N}), so drop_last=True would yield no batch.")
     # Checked above, at the call; the epoch itself starts at the first next().

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import CorruptFileError
+from ..utils import CorruptFileError, check_scalar
 from .batches import holdout_indices
 from .download import locate
 
@@ -97,9 +97,7 @@ def load_frey(split: str = "train", data_dir=None, download: bool = True, n_test
         raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}.")
     faces = read_frey_mat(locate("frey_rawface", data_dir, download))  # (N, 560) uint8
     if split != "all":
-        n_test = int(n_test)
-        if not 0 < n_test < len(faces):
-            raise ValueError(f"n_test must be between 1 and {len(faces) - 1}, not {n_test}.")
+        n_test = check_scalar(int(n_test), "n_test", int, min_val=1, max_val=len(faces) - 1)
         test_idx, train_idx = holdout_indices(len(faces), n_test, seed)
         faces = faces[test_idx if split == "test" else train_idx]
     X = np.empty(faces.shape, np.float32)  # (N, 560)

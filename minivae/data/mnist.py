@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import CorruptFileError
+from ..utils import CorruptFileError, check_scalar
 from .batches import holdout_indices
 from .download import locate
 
@@ -181,9 +181,7 @@ def load_mnist(split: str = "train", data_dir=None, download: bool = True, n_val
     """
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}.")
-    n_valid = int(n_valid)
-    if n_valid < 0:
-        raise ValueError(f"n_valid must be >= 0, not {n_valid}.")
+    n_valid = check_scalar(int(n_valid), "n_valid", int, min_val=0)
     if split == "valid" and n_valid == 0:
         raise ValueError("split='valid' needs a validation set: pass n_valid > 0, e.g. n_valid=10000.")
     images, labels = _read_mnist_pair("test" if split == "test" else "train", data_dir, download)

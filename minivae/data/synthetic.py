@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import CorruptFileError, as_generator, atomic_write
+from ..utils import CorruptFileError, as_generator, atomic_write, check_scalar
 from .paths import user_cache_dir
 
 __all__ = [
@@ -423,8 +423,7 @@ def make_digits(n, seed=0):
     -----
     This is a generated stand-in, not MNIST; see the module docstring.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer number of images, not {n!r}.")
+    check_scalar(n, "n (images)", int, min_val=0)
     n = int(n)
     rng = as_generator(seed)
     p = _draw_params(n, rng)
@@ -511,11 +510,9 @@ def load_digits_synthetic(split="train", seed=0, cache_dir=None, n_train=20000, 
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int (it names the cache file), not {seed!r}.")
+    check_scalar(seed, "seed (it names the cache file)", int, min_val=0)
     for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, not {n!r}.")
+        check_scalar(n, name, int, min_val=1)
     seed, n_train, n_test = int(seed), int(n_train), int(n_test)
     path = cache_path(seed, n_train, n_test, cache_dir)
 

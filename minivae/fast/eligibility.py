@@ -120,7 +120,7 @@ VERIFIED = {
     'minivae.model.GaussianDecoder.log_likelihood': '74984f70fa313697',
     'minivae.model.GaussianDecoder.log_likelihood_grad': '1d333dd23d8aa477',
     'minivae.model.VAE._forward': '14618c2eaa5a4924',
-    'minivae.model.VAE.loss_and_grads': '510dd97ebc7680e3',
+    'minivae.model.VAE.loss_and_grads': '804d75b2b0d9ab9c',
     'minivae.model.VAE.sample_eps': '48a51d1693bfdc40',
     'minivae.optim.decayed_gradient': '09a2864940fb1bed',
     'minivae.optim.sgd_update': '9785e4c3c755e7fb',
@@ -131,7 +131,7 @@ VERIFIED = {
     'minivae.optim.SGD._update': '1b9095b7fd368a93',
     'minivae.optim.Adagrad._update': '60d0a556fbec0614',
     'minivae.optim.Adam._update': '0decae417d445509',
-    'minivae.steps.AEVB.__call__': '2ba2990de63b458f',
+    'minivae.steps.AEVB.__call__': '542f6339e3589aa4',
 }
 
 #: The readable evaluation functions whose results :mod:`minivae.fast.evaluate` reproduces

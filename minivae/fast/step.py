@@ -542,6 +542,8 @@ class FastAEVB(AEVB):
         With the reason, for anything :func:`minivae.fast.eligibility.why_not` refuses.
     """
 
+    code_path = "fast (fused Numba kernels)"
+
     def __init__(self, model, optimizer, estimator="B", L=1, weight_decay=0.0, sparse_input=None, two_threads=None):
         super().__init__(model, optimizer, estimator, L, weight_decay)
         self.sparse_input = None if sparse_input is None else bool(sparse_input)   # None: chosen at the first step
@@ -581,6 +583,11 @@ class FastAEVB(AEVB):
                 finally:
                     pair.in_use.release()
         return fast_loss_and_grads(self.model, x, eps, self.estimator, self._workspaces, update, sparse)
+
+    def evaluator(self):
+        """The fused twin of the recorded bound: :func:`minivae.fast.evaluate.fast_dataset_elbo`."""
+        from .evaluate import fast_dataset_elbo
+        return fast_dataset_elbo
 
     def loss_and_grads(self, x, eps):
         """The fused twin of ``model.loss_and_grads(x, eps, self.estimator)``."""

@@ -1,7 +1,8 @@
-"""The training algorithms by name: the one list the configuration, the command line and the sweeps use.
+"""The training algorithms by name: the one list the configuration, the command line, the figures and the sweeps use.
 
-Each entry maps a name (as ``--algorithm`` and ``config.json`` spell it) to a
-builder ``builder(cfg, model, N, fast) -> TrainingStep``:
+Each entry maps a name (as ``--algorithm`` and ``config.json`` spell it) to an
+:class:`Algorithm`: the label figures and messages show, and a builder
+``build(cfg, model, N, fast) -> TrainingStep``:
 
 ``aevb``
     Algorithm 1 (:class:`minivae.steps.AEVB`), or its fused twin
@@ -23,7 +24,14 @@ path is loaded only by whoever builds a fast AEVB step.
 
 from __future__ import annotations
 
-__all__ = ["ALGORITHMS", "build_step"]
+from typing import Callable, NamedTuple
+
+__all__ = ["ALGORITHMS", "Algorithm", "build_step", "label"]
+
+
+class Algorithm(NamedTuple):
+    label: str          # as the figures' legends and the messages name it
+    build: Callable     # build(cfg, model, N, fast) -> TrainingStep
 
 
 def _weight_decay(cfg, N):
@@ -57,14 +65,20 @@ def _mcem(cfg, model, N, fast):
     return MCEM(model, make_optimizer(cfg.optimizer, cfg.lr), n_data=N, weight_decay=_weight_decay(cfg, N))
 
 
-#: name -> builder(cfg, model, N, fast) -> TrainingStep
-ALGORITHMS = {"aevb": _aevb, "wake-sleep": _wake_sleep, "mcem": _mcem}
+#: name -> Algorithm(label, build)
+ALGORITHMS = {"aevb": Algorithm("AEVB", _aevb), "wake-sleep": Algorithm("Wake-Sleep", _wake_sleep),
+              "mcem": Algorithm("MCEM", _mcem)}
+
+
+def label(name):
+    """How figures and messages name the algorithm ``name`` (an unknown name as it is)."""
+    return ALGORITHMS[name].label if name in ALGORITHMS else name
 
 
 def build_step(cfg, model, N, fast=True):
     """The training step of ``cfg.algorithm`` for ``model`` and a training set of N points."""
     try:
-        builder = ALGORITHMS[cfg.algorithm]
+        algorithm = ALGORITHMS[cfg.algorithm]
     except KeyError:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {cfg.algorithm!r}.") from None
-    return builder(cfg, model, N, fast)
+    return algorithm.build(cfg, model, N, fast)

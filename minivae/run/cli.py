@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -22,37 +23,38 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, Config, preset
-from ..data import DATASETS
-from ..utils import CorruptFileError, atomic_write
+from .config import CHOICES, PRESETS, Config, preset
+from ..utils import CorruptFileError, atomic_write, check_scalar
 
-# Flags that map one-to-one onto Config fields: (flag, field, type, help).
-_CONFIG_FLAGS = [
-    ("--dataset", "dataset", str, f"data set: {', '.join(DATASETS)}"),
-    ("--binarize", "binarize", str, "none (grey levels as Bernoulli means, as the paper) or dynamic"),
-    ("--data-dir", "data_dir", str, "folder holding mnist/, frey/, binarized_mnist/ (else $MINIVAE_DATA, else the cache)"),
-    ("--decoder", "decoder", str, "bernoulli (Appendix C.1) or gaussian (C.2)"),
-    ("-H", "H", int, "hidden units of encoder and decoder"),
-    ("-J", "J", int, "latent size (the paper's N_z)"),
-    ("--activation", "activation", str, "hidden activation: tanh, relu, softplus, sigmoid"),
-    ("--init", "init", str, "paper = N(0, 0.01^2), or glorot"),
-    ("--dtype", "dtype", str, "float32 (fast) or float64"),
-    ("--optimizer", "optimizer", str, "adagrad (the paper's), sgd or adam"),
-    ("--lr", "lr", float, "learning rate (the paper picks Adagrad's from 0.01, 0.02, 0.1)"),
-    ("-M", "M", int, "minibatch size"),
-    ("-L", "L", int, "samples of z per datapoint"),
-    ("--estimator", "estimator", str, "SGVB estimator A (generic) or B (analytic KL)"),
-    ("--algorithm", "algorithm", str, "training algorithm: aevb (Algorithm 1), wake-sleep or mcem "
-                                      "(Monte-Carlo EM); the baselines of Figures 2 and 3"),
-    ("--record", "record", str, "what the history records: elbo (the bound, Figure 2) or marginal "
-                                "(the Appendix D estimate of log p(x), Figure 3; on eval-train-size points)"),
-    ("--train-size", "train_size", int, "train on the first N training points only (Figure 3: 1000, 50000)"),
-    ("--epochs", "epochs", float, "training budget in epochs (default 10 if no budget is given)"),
-    ("--samples", "samples", int, "training budget in training samples evaluated (instead of --epochs)"),
-    ("--seed", "seed", int, "random seed (initial weights, minibatches, noise)"),
-    ("--eval-points", "eval_points", int, "log-spaced points at which the train and test bounds are recorded"),
-    ("--eval-train-size", "eval_train_size", int, "training points (fixed random subset) the train bound averages over"),
-]
+# The flags that set one Config field each, with their help: the flag is the field's name
+# (--data-dir, -H) and takes the field's type; a field with a list of choices (config.CHOICES)
+# gets that list at the end of its help.
+_CONFIG_HELP = {
+    "dataset": "data set",
+    "binarize": "none uses grey levels as Bernoulli means, as the paper; dynamic draws fresh pixels each time",
+    "data_dir": "folder holding mnist/, frey/, binarized_mnist/ (else $MINIVAE_DATA, else the cache)",
+    "decoder": "p(x|z): bernoulli is Appendix C.1, gaussian C.2",
+    "H": "hidden units of encoder and decoder",
+    "J": "latent size (the paper's N_z)",
+    "activation": "hidden activation",
+    "init": "initial weights: paper = N(0, 0.01^2)",
+    "dtype": "float32 is the faster",
+    "optimizer": "adagrad is the paper's",
+    "lr": "learning rate (the paper picks Adagrad's from 0.01, 0.02, 0.1)",
+    "M": "minibatch size",
+    "L": "samples of z per datapoint",
+    "estimator": "SGVB estimator: A generic, B with the analytic KL",
+    "algorithm": "training algorithm: aevb is Algorithm 1, the others (mcem: Monte-Carlo EM) the baselines of "
+                 "Figures 2 and 3",
+    "record": "what the history records: elbo the bound (Figure 2), marginal the Appendix D estimate of log p(x) "
+              "(Figure 3; on eval-train-size points)",
+    "train_size": "train on the first N training points only (Figure 3: 1000, 50000)",
+    "epochs": "training budget in epochs (default 10 if no budget is given)",
+    "samples": "training budget in training samples evaluated (instead of --epochs)",
+    "seed": "random seed (initial weights, minibatches, noise)",
+    "eval_points": "log-spaced points at which the train and test bounds are recorded",
+    "eval_train_size": "training points (fixed random subset) the train bound averages over",
+}
 
 
 _BUDGET = ("epochs", "samples")   # the only settings a resumed run may change
@@ -67,10 +69,12 @@ def _add_config_flags(p):
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="the paper's set-ups; flags below override it. "
                         + "; ".join(f"{n}: {_defaults_text(n)}" for n in PRESETS) + " (default: mnist)")
-    for flag, field, typ, text in _CONFIG_FLAGS:
-        default = getattr(Config(), field)
-        p.add_argument(flag, dest=field, type=typ, default=None,
-                       help=f"{text} (default: from the preset, else {default})")
+    types = {f.name: f.type.split()[0] for f in dataclasses.fields(Config)}      # "int | None" -> "int"
+    for field, text in _CONFIG_HELP.items():
+        flag = f"-{field}" if len(field) == 1 else "--" + field.replace("_", "-")
+        choices = f"; one of: {', '.join(CHOICES[field])}" if field in CHOICES else ""
+        p.add_argument(flag, dest=field, type={"int": int, "float": float, "str": str}[types[field]], default=None,
+                       help=f"{text}{choices} (default: from the preset, else {getattr(Config(), field)})")
     p.add_argument("--sigmoid-mean", dest="sigmoid_mean", action=argparse.BooleanOptionalAction, default=None,
                    help="Gaussian decoder: squash the mean into (0, 1) as for Frey Face (default: on)")
     p.add_argument("--weight-decay", dest="weight_decay", action=argparse.BooleanOptionalAction, default=None,
@@ -81,7 +85,7 @@ def _add_config_flags(p):
 
 def _explicit_changes(args):
     """The configuration fields given on the command line (not defaults)."""
-    changes = {field: getattr(args, field) for _, field, _, _ in _CONFIG_FLAGS if getattr(args, field) is not None}
+    changes = {field: getattr(args, field) for field in _CONFIG_HELP if getattr(args, field) is not None}
     for field in ("sigmoid_mean", "weight_decay", "checkpoint_every"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
@@ -221,16 +225,14 @@ def _new_path(path):
     return candidate
 
 
-_ALGORITHM_LABELS = {"aevb": "AEVB", "wake-sleep": "wake-sleep", "mcem": "MCEM"}
-
-
 def make_figures(out, model, data, history, seed=0, algorithm="aevb"):
     """Write every figure of a run into ``out``; returns the file names written."""
     from . import plots
+    from .algorithms import label
     rng = np.random.default_rng([seed, 3])
     shape = data.image_shape
     written = []
-    plots.plot_bound(dict(history, label=f"{_ALGORITHM_LABELS.get(algorithm, algorithm)}, J={model.J}"), out / "bound.png", title=f"{data.name}: lower bound")
+    plots.plot_bound(dict(history, label=f"{label(algorithm)}, J={model.J}"), out / "bound.png", title=f"{data.name}: lower bound")
     written.append("bound.png")
     plots.plot_samples(model, out / "samples.png", n=100, rng=rng, image_shape=shape)
     written.append("samples.png")
@@ -260,76 +262,36 @@ def _marginal_evaluate(n):
 
 
 def cmd_train(args):
+    """``minivae train``: the run directory, the data, the model and its step, then :func:`minivae.train.fit`."""
     from .algorithms import build_step
-    from .rundir import check_unlocked, fresh_run_dir, run_lock
+    from .rundir import fresh_run_dir, run_lock
     from ..train import TrainingDiverged, TrainingInterrupted, fit
     from ..utils import remove_stale_parts
-    if args.resume:
-        if not args.out:
-            raise ValueError("--resume needs --out, the run directory to continue.")
-        out = Path(args.out)
-        cfg = _resume_config(args, out, check_unlocked(out))    # a live owner: one line naming its pid
-    else:
-        cfg = _config_from_args(args)
-        out = Path(args.out or f"runs/{cfg.dataset}-J{cfg.J}")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} exists and is not a directory; choose another --out.")
-        stale_pid = check_unlocked(out)
-        if out.is_dir() and any((out / name).exists() for name in ("checkpoint.npz", "config.json", "history.json")):
-            if stale_pid is None or (out / "checkpoint.npz").exists():
-                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it "
-                                      "or choose another --out.")
-            print(f"minivae: the run in {out} was killed (pid {stale_pid}) before its first checkpoint; "
-                  "starting it again.", flush=True)
-    data = _load_data(cfg, download=not args.no_download)      # before anything is written
-    x_train = data.x_train
-    if cfg.train_size is not None:
-        if cfg.train_size > len(x_train):
-            raise ValueError(f"--train-size {cfg.train_size} is larger than the {len(x_train)} training points "
-                             f"of {data.name}; give at most {len(x_train)}.")
-        x_train = x_train[:cfg.train_size]
+    cfg, out = _resumed_run(args) if args.resume else _new_run(args)
+    data, x_train = _training_data(cfg, download=not args.no_download)    # before anything is written
     model, _ = _build(cfg, data.x_train.shape[1])
-    ckpt = out / "checkpoint.npz"
-    N = len(x_train)
-    step = build_step(cfg, model, N, fast=not args.readable)
+    step = build_step(cfg, model, len(x_train), fast=not args.readable)
     if args.resume:                               # refuse a damaged or foreign checkpoint before writing anything
         from ..checkpoint import load_checkpoint
-        step.load_state_dict(load_checkpoint(ckpt, model)["step_state"])
-    if cfg.record == "marginal":
-        evaluate = _marginal_evaluate(cfg.eval_train_size)
-    elif type(step).__name__ == "FastAEVB":
-        from ..fast.evaluate import fast_dataset_elbo as evaluate
-    else:
-        evaluate = None
+        step.load_state_dict(load_checkpoint(out / "checkpoint.npz", model)["step_state"])
     threads = _threads(args, _run_threads(out) if args.resume else None)
     with fresh_run_dir(out), run_lock(out):
         remove_stale_parts(out)                                 # what a killed run left half-written
-        written = []
-
-        def write_config(*_):     # on resume, once fit has accepted the checkpoint: a failed resume rewrites nothing
-            if not written:
-                _write_json(out / "config.json", cfg.to_dict())
-                _write_json(out / "threads.json", {"threads": int(threads.split()[0])})
-                written.append(True)
-
-        def on_eval(history):
-            write_config()
-            _write_history(out, history)
-
+        files = _RunFiles(out, cfg, threads)
         if not args.resume:
-            write_config()
-        path = "fast (fused Numba kernels)" if type(step).__name__ == "FastAEVB" else "readable NumPy"
-        print(f"minivae: {cfg.algorithm}, {model!r} on {data.name} ({N} train / {len(data.x_test)} test), "
-              f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {path} path, "
+            files.write_config()
+        print(f"minivae: {cfg.algorithm}, {model!r} on {data.name} ({len(x_train)} train / {len(data.x_test)} test), "
+              f"{cfg.optimizer} lr={cfg.lr}, M={cfg.M}, L={cfg.L}, estimator {cfg.estimator}, {step.code_path} path, "
               f"{threads} -> {out}", flush=True)
         t = time.perf_counter()
         try:
             history = fit(model, step, x_train, data.x_test, M=cfg.M, estimator=cfg.estimator,
                           samples=cfg.samples, epochs=cfg.epochs, binarize=cfg.binarize == "dynamic",
                           seed=cfg.seed, eval_points=cfg.eval_points, eval_train_size=cfg.eval_train_size,
-                          progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every,
-                          resume=args.resume, config=cfg.to_dict(), on_eval=on_eval, on_checkpoint=write_config,
-                          evaluate=evaluate, catch_signals=True)
+                          progress=not args.no_progress, checkpoint=out / "checkpoint.npz",
+                          checkpoint_every=cfg.checkpoint_every, resume=args.resume, config=cfg.to_dict(),
+                          on_eval=files.write_history, on_checkpoint=files.write_config,
+                          evaluate=_recorded_evaluator(cfg), catch_signals=True)
         except TrainingDiverged as e:
             print(f"minivae: {e}", file=sys.stderr)
             return EXIT_DIVERGED
@@ -346,9 +308,65 @@ def cmd_train(args):
     return 0
 
 
-def _positive(name, value, allow_zero=False):
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}; got {value}.")
+def _resumed_run(args):
+    """The configuration and folder of the run ``--resume`` continues."""
+    from .rundir import check_unlocked
+    if not args.out:
+        raise ValueError("--resume needs --out, the run directory to continue.")
+    out = Path(args.out)
+    return _resume_config(args, out, check_unlocked(out)), out    # a live owner: one line naming its pid
+
+
+def _new_run(args):
+    """The configuration of a new run, and its folder: empty, or left by a run killed before its first checkpoint."""
+    from .rundir import check_unlocked
+    cfg = _config_from_args(args)
+    out = Path(args.out or f"runs/{cfg.dataset}-J{cfg.J}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory; choose another --out.")
+    stale_pid = check_unlocked(out)
+    if out.is_dir() and any((out / name).exists() for name in ("checkpoint.npz", "config.json", "history.json")):
+        if stale_pid is None or (out / "checkpoint.npz").exists():
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it "
+                                  "or choose another --out.")
+        print(f"minivae: the run in {out} was killed (pid {stale_pid}) before its first checkpoint; "
+              "starting it again.", flush=True)
+    return cfg, out
+
+
+def _training_data(cfg, download=True):
+    """The data set, and its training points (the first ``cfg.train_size`` of them if given)."""
+    data = _load_data(cfg, download=download)
+    if cfg.train_size is None:
+        return data, data.x_train
+    if cfg.train_size > len(data.x_train):
+        raise ValueError(f"--train-size {cfg.train_size} is larger than the {len(data.x_train)} training points "
+                         f"of {data.name}; give at most {len(data.x_train)}.")
+    return data, data.x_train[:cfg.train_size]
+
+
+def _recorded_evaluator(cfg):
+    """What the history records: None (the step's own bound) for ``elbo``, Appendix D's log p(x) for ``marginal``."""
+    return _marginal_evaluate(cfg.eval_train_size) if cfg.record == "marginal" else None
+
+
+class _RunFiles:
+    """config.json, threads.json and the history of a run directory, written as the run goes."""
+
+    def __init__(self, out, cfg, threads):
+        self.out, self.cfg, self.threads, self.written = out, cfg, threads, False
+
+    def write_config(self, *_):
+        """Once: at the start of a new run; on resume, once fit has accepted the checkpoint (a failed resume
+        rewrites nothing)."""
+        if not self.written:
+            _write_json(self.out / "config.json", self.cfg.to_dict())
+            _write_json(self.out / "threads.json", {"threads": int(self.threads.split()[0])})
+            self.written = True
+
+    def write_history(self, history):
+        self.write_config()
+        _write_history(self.out, history)
 
 
 def _threads(args, previous=None):
@@ -376,9 +394,9 @@ def _run_threads(out):
 
 def cmd_evaluate(args):
     from ..evaluate import dataset_elbo, log_likelihood
-    _positive("-n", args.n, allow_zero=True)
-    _positive("-K", args.K, allow_zero=True)
-    _positive("-L", args.L)
+    check_scalar(args.n, "-n", int, min_val=0)
+    check_scalar(args.K, "-K", int, min_val=0)
+    check_scalar(args.L, "-L", int, min_val=1)
     cfg, data, model = _load_run(args.run)
     x = data.x_test[:args.n] if args.n else data.x_test
     if cfg.binarize == "dynamic":   # evaluate on one fixed binarisation of the test set
@@ -412,7 +430,7 @@ def cmd_evaluate(args):
 
 def cmd_sample(args):
     from . import plots
-    _positive("-n", args.n)
+    check_scalar(args.n, "-n", int, min_val=1)
     cfg, data, model = _load_run(args.run)
     path = Path(args.output) if args.output else _new_path(Path(args.run) / f"samples-seed{args.seed}.png")
     replaced = path.exists()
@@ -538,37 +556,39 @@ def _add_sweep_flags(f, eval_points):
 
 
 def build_parser():
+    from .sweep import FIGURE2_LATENTS
     p = argparse.ArgumentParser(prog="minivae", description="The Variational Auto-Encoder of Kingma & Welling (AEVB), "
                                 "in NumPy with hand-written gradients.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
+    # Flags train and evaluate share: which code runs, on how many threads, and whether a bar shows progress.
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument("--no-progress", action="store_true", help="no progress bar")
+    running.add_argument("--readable", action="store_true",
+                         help="run the readable NumPy code even where the fast path could run "
+                              "(it steps aside by itself, with a warning, for any edited or unsupported model)")
+    running.add_argument("--threads", type=int, default=None,
+                         help="threads for the matrix products and kernels (default: the cores not busy with other "
+                              "work)")
+
     t = sub.add_parser("train", help="train a VAE with AEVB (Algorithm 1), or a baseline with --algorithm",
-                       description="Train with AEVB; writes config, history, checkpoint and figures into --out.")
+                       description="Train with AEVB; writes config, history, checkpoint and figures into --out.",
+                       parents=[running])
     _add_config_flags(t)
     t.add_argument("--out", help="output directory (default: runs/<dataset>-J<J>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data files")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-figures", action="store_true", help="skip the figures at the end")
-    t.add_argument("--readable", action="store_true",
-                   help="train on the readable NumPy code even where the fast path could run "
-                        "(it steps aside by itself, with a warning, for any edited or unsupported model)")
-    t.add_argument("--threads", type=int, default=None,
-                   help="threads for the matrix products and kernels (default: the cores not busy with other work)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test lower bound and importance-sampled log p(x) of a trained run",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, parents=[running])
     e.add_argument("run", help="output directory of a 'minivae train' run")
     e.add_argument("-K", type=int, default=5000, help="importance samples per test image (0: bound only)")
     e.add_argument("-n", type=int, default=1000, help="test images to evaluate (0: all)")
     e.add_argument("-L", type=int, default=1, help="samples per image for the lower bound")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
-    e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    e.add_argument("--readable", action="store_true", help="evaluate with the readable NumPy code")
-    e.add_argument("--threads", type=int, default=None,
-                   help="threads for the matrix products and kernels (default: the cores not busy with other work)")
     e.add_argument("-o", "--output", help="JSON path (default: <run>/evaluation.json, or evaluation-2.json, ... "
                                           "if that exists)")
     e.set_defaults(func=cmd_evaluate)
@@ -605,7 +625,7 @@ def build_parser():
                                     "'minivae train' run each, skipping finished cells and resuming cut ones, "
                                     "then draw figure2.png into --out.")
     _add_sweep_flags(f2, 20)
-    f2.add_argument("--datasets", nargs="+", choices=["mnist", "frey"], default=["mnist", "frey"],
+    f2.add_argument("--datasets", nargs="+", choices=list(FIGURE2_LATENTS), default=list(FIGURE2_LATENTS),
                     help="which rows of the figure")
     f2.set_defaults(func=cmd_figure2)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 
 from .algorithms import ALGORITHMS
@@ -17,6 +16,7 @@ from ..estimator import ESTIMATORS
 from ..layers import ACTIVATIONS
 from ..model import DECODERS
 from ..optim import OPTIMIZERS
+from ..utils import check_scalar
 
 __all__ = ["Config", "PRESETS", "preset", "CHOICES"]
 
@@ -93,22 +93,12 @@ class Config:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(map(str, allowed))}; got {getattr(self, key)!r}.")
-        for key in ("H", "J", "M", "L", "eval_points", "eval_train_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be a positive integer; got {value!r}.")
-        if self.train_size is not None and (not isinstance(self.train_size, int) or isinstance(self.train_size, bool)
-                                            or self.train_size < 1):
-            raise ValueError(f"train_size must be a positive integer or None (all); got {self.train_size!r}.")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
+        for key in ("H", "J", "M", "L", "eval_points", "eval_train_size", "train_size"):
+            check_scalar(getattr(self, key), key, int, min_val=1, allow_none=key == "train_size")   # None: all
+        check_scalar(self.seed, "seed", int, min_val=0)
         for key in ("lr", "checkpoint_every", "epochs", "samples"):
-            value = getattr(self, key)
-            if value is None and key in ("epochs", "samples"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ValueError(f"{key} must be a finite number > 0; got {value!r}.")
+            check_scalar(getattr(self, key), key, float, min_val=0, include_boundaries="neither",
+                         allow_none=key in ("epochs", "samples"))
         if self.epochs is not None and self.samples is not None:
             raise ValueError("give a budget of epochs or of samples, not both.")
         if self.decoder == "bernoulli" and self.dataset == "frey":

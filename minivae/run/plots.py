@@ -26,8 +26,9 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .algorithms import label as algorithm_label
 from ..estimator import reparameterize
-from ..utils import as_generator, atomic_write
+from ..utils import as_generator, atomic_write, check_scalar
 
 __all__ = [
     "image_grid",
@@ -76,10 +77,7 @@ def _save(fig, path):
 
 def _at_least_one(value, name):
     """int(value), which must be at least 1 (one clear error otherwise)."""
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}.")
-    return value
+    return check_scalar(int(value), name, int, min_val=1)
 
 
 def _check_image_shape(image_shape, D, what="the model"):
@@ -132,9 +130,7 @@ def image_grid(images, image_shape, n_cols, *, gap=1, fill=1.0):
     if images.ndim != 2 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, D) array, one flattened image per row; got shape {images.shape}.")
     h, w = _check_image_shape(image_shape, images.shape[1], what="images")
-    n_cols, gap = _at_least_one(n_cols, "n_cols"), int(gap)
-    if gap < 0:
-        raise ValueError(f"gap must be 0 or more pixels, got {gap}.")
+    n_cols, gap = _at_least_one(n_cols, "n_cols"), check_scalar(int(gap), "gap (pixels)", int, min_val=0)
     n_rows = math.ceil(len(images) / n_cols)
     grid = np.full((n_rows * h + (n_rows - 1) * gap, n_cols * w + (n_cols - 1) * gap), float(fill))
     for k, img in enumerate(images):
@@ -501,8 +497,8 @@ def plot_latent(model, x, labels=None, path=None, max_points=5000, rng=None):
 
 # -- Figures 2 and 3: the paper's comparisons, one panel per cell ------------------------------
 
-#: How each algorithm is drawn in Figures 2 and 3: (legend name, colour).
-ALGORITHM_STYLES = {"aevb": ("AEVB", "C3"), "wake-sleep": ("Wake-Sleep", "C0"), "mcem": ("MCEM", "C2")}
+#: The colour of each algorithm in Figures 2 and 3 (its legend name: :func:`minivae.run.algorithms.label`).
+ALGORITHM_COLOURS = {"aevb": "C3", "wake-sleep": "C0", "mcem": "C2"}
 
 
 def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
@@ -523,7 +519,7 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
             ax = fig.add_subplot(len(rows), n_cols, i * n_cols + j + 1)
             shown, cut = [], []
             for run in panel.get("runs", []):
-                name, colour = ALGORITHM_STYLES.get(run["algorithm"], (run["algorithm"], "C7"))
+                name, colour = algorithm_label(run["algorithm"]), ALGORITHM_COLOURS.get(run["algorithm"], "C7")
                 if not run.get("finished", True):
                     cut.append(f"{name}: {run['samples'][-1]:.2g} of {run['budget']:.2g} samples")
                 samples = np.asarray(run["samples"], dtype=float)

@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..utils import check_scalar
+
 __all__ = ["Cell", "figure2_cells", "figure3_cells", "cell_status", "run_cells", "summary", "format_summary",
            "draw_figure2",
            "draw_figure3", "SweepInterrupted", "FIGURE2_LATENTS"]
@@ -221,9 +223,7 @@ def run_cells(cells, jobs=None, log=print, poll=0.2):
     (each finishes its step, writes a checkpoint and exits), then
     :class:`SweepInterrupted` is raised.
     """
-    jobs = (os.cpu_count() or 1) if jobs is None else int(jobs)
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1; got {jobs}.")
+    jobs = (os.cpu_count() or 1) if jobs is None else check_scalar(int(jobs), "--jobs", int, min_val=1)
     results = {c.name: 0 for c in cells if cell_status(c) == "finished"}
     pending = [c for c in cells if c.name not in results]
     log(f"{len(cells)} cells: {len(results)} finished, {len(pending)} to run, {min(jobs, max(len(pending), 1))} "

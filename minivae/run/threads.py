@@ -29,6 +29,8 @@ import math
 import os
 import time
 
+from ..utils import check_scalar
+
 __all__ = ["usable_cores", "busy_cores", "choose_threads", "configure", "choose_threading_layer", "THREAD_ENV_VARS"]
 
 #: Environment variables by which a user already chose the BLAS thread count.
@@ -93,9 +95,7 @@ def choose_threads(requested=None, window=0.2):
     int
     """
     if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise ValueError(f"the thread count must be an integer >= 1; got {requested!r}.")
-        return requested
+        return check_scalar(requested, "the thread count", int, min_val=1)
     cores = usable_cores()
     busy = busy_cores(window)
     if busy is None:
