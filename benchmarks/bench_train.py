@@ -24,9 +24,11 @@ Prints a table, then one JSON line with every number:
    two-thread step's own work done on one thread, BLAS on one thread too
    ("one thread, BLAS on one"); the two-thread step's speed-up over it (2 at
    most) says what its hand-offs and waits cost, and JAX's time over half of
-   it is the fast/JAX ratio the step would reach with none. The header names the BLAS
-   library and the kernels it runs (threadpoolctl), and says when
-   ``OPENBLAS_CORETYPE`` chose them.
+   it is the fast/JAX ratio the step would reach with none. NumPy's OpenBLAS runs the
+   kernels it picks for this CPU: ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``, if
+   set, are unset for this command alone (before NumPy loads OpenBLAS; the tests and
+   CI leave them as they are), and the header names the BLAS library, the kernels
+   that then run (threadpoolctl's ``architecture``) and what was unset.
    Neither PyTorch nor JAX is a dependency of
    minivae; each is skipped, with a note, when not installed. All
    start from the same initial weights and see the same minibatches (real MNIST
@@ -109,12 +111,16 @@ def parse_args(argv=None):
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
+UNSET = {}  # the OPENBLAS_* variables this command set aside (below), with their values
 if ARGS is not None:  # thread counts must be set before numpy, numba, torch or jax start their pools
     for var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
     if ARGS.threads == 1:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    # OpenBLAS on its own choice of kernels for the comparison (read when NumPy loads it): set aside an
+    # environment's pinned kernels and the cache size that goes with them, for this command only
+    UNSET = {var: os.environ.pop(var) for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if var in os.environ}
 
 import numpy as np  # noqa: E402
 
@@ -189,7 +195,7 @@ def serial_contender(dtype, batches):
 
 
 def blas_description():
-    """NumPy's BLAS (threadpoolctl): library, version, the kernels it runs, and OPENBLAS_CORETYPE if set.
+    """NumPy's BLAS (threadpoolctl): library, version, the kernels it runs, and the OPENBLAS_* variables unset.
     NumPy's is the one its wheel ships in ``numpy.libs`` (or the first BLAS loaded, if none is there):
     the contenders load others (SciPy's OpenBLAS)."""
     from threadpoolctl import threadpool_info
@@ -197,7 +203,7 @@ def blas_description():
     own = [i for i in found if os.path.basename(os.path.dirname(i.get("filepath", ""))).startswith("numpy")]
     info = (own or found or [{}])[0]
     return {"library": info.get("internal_api"), "version": info.get("version"),
-            "kernels": info.get("architecture"), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "kernels": info.get("architecture"), "unset": dict(UNSET),
             "loaded": [(i.get("internal_api"), i.get("version"), i.get("filepath")) for i in found]}
 
 
@@ -612,9 +618,9 @@ def main(args):
           f"{' '.join(f'{v:.2f}' for v in la['before'])} before, {' '.join(f'{v:.2f}' for v in la['after'])} after")
     bl = results["blas"]
     if bl["library"]:
-        print(f"BLAS: {bl['library']} {bl['version']}, {bl['kernels']} kernels" + (
-            f" (OPENBLAS_CORETYPE={bl['OPENBLAS_CORETYPE']} set in the environment)" if bl["OPENBLAS_CORETYPE"]
-            else " (its own choice)"))
+        unset = " and ".join(f"{k}={v}" for k, v in bl["unset"].items())
+        print(f"BLAS: {bl['library']} {bl['version']}, {bl['kernels']} kernels (its own choice"
+              + (f": {unset} unset for this run)" if unset else ")"))
     print(f"{'':34s}{'float32':>32s}{'float64':>32s}")
     print(f"{'':34s}" + f"{'ms/step':>8s}{'(quartiles)':>14s}{'samples/s':>10s}" * 2)
     rows = [("numpy", "minivae, NumPy path"), ("numba", "minivae, Numba path"),
@@ -634,7 +640,9 @@ def main(args):
             cells += f"{ms:8.2f}{f'({q1:.2f}-{q3:.2f})':>14s}{M / ms * 1e3:10.0f}"
         print(f"{label:34s}{cells}")
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
-                       ("numba_over_jax", "Numba / JAX (speed)"), ("numba_over_dense", "Numba / dense products"),
+                       ("numba_over_jax", "Numba / JAX (speed)"),
+                       ("numba_over_dense", "two threads / one + BLAS's" if results["float32"].get(
+                           "numba_takes_two_threads") else "Numba / dense products"),
                        ("numba_over_serial", "two threads / one (BLAS on one)"),
                        ("sparse_over_dense", "sparse / dense products"),
                        ("dense_over_torch", "dense products / PyTorch"), ("dense_over_jax", "dense products / JAX"),
