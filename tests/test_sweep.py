@@ -168,18 +168,58 @@ _RUNNER = """
 import json, sys
 from pathlib import Path
 from minivae.run.sweep import Cell, run_cells
+sys.executable = sys.argv[2]          # the children start through the pausing wrapper
 cells = [Cell(c["name"], tuple(c["args"]), c["samples"], Path(c["out"])) for c in json.loads(sys.argv[1])]
 run_cells(cells, jobs=1)
 """
 
+# A child of the runner (``-m minivae train ... --out DIR``): the cell named by TEST_PAUSE_CELL
+# stops at its second recorded bound, writes DIR/paused and waits there until a signal comes
+# (the signal then reaches minivae's own handler: the run finishes its step and checkpoints).
+_PAUSING = """
+import os, runpy, signal, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(args[args.index("--out") + 1])
+if out.name == os.environ.get("TEST_PAUSE_CELL"):
+    import minivae.run.cli as cli
+    write, calls = cli._write_history, []
 
-def _start_runner(cells):
+    def paused(where, history):
+        write(where, history)
+        calls.append(1)
+        if len(calls) == 2:
+            got, handlers = [], {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+            def noting(signum, frame):
+                got.append(signum)
+                handlers[signum](signum, frame)
+            for s in handlers:
+                signal.signal(s, noting)
+            (out / "paused").touch()
+            while not got:
+                time.sleep(0.01)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    cli._write_history = paused
+sys.argv = ["minivae", *args[2:]]
+runpy.run_module("minivae", run_name="__main__")
+"""
+
+
+def _start_runner(cells, pause, tmp_path):
+    """The runner in its own process; the cell named ``pause`` waits, once trained a little, for a signal."""
+    (tmp_path / "pausing.py").write_text(_PAUSING)
+    wrapper = tmp_path / "python-pausing"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "pausing.py"}" "$@"\n')
+    wrapper.chmod(0o755)
     spec = json.dumps([dict(name=c.name, args=list(c.args), samples=c.samples, out=str(c.out)) for c in cells])
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(_RUNNER), spec], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(_RUNNER), spec, str(wrapper)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=dict(os.environ, TEST_PAUSE_CELL=pause))
 
 
-def _wait_for(condition, timeout=300.0):
+def _wait_for(condition, timeout=300.0):     # (the timeout only turns a hang into a failure)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if condition():
@@ -201,11 +241,8 @@ def test_killing_the_runner_and_running_it_again_finishes_without_redoing_finish
     data = _fake_mnist(tmp_path / "data")
     cells = _tiny_cells(tmp_path / "sweep", data, samples=30000)
 
-    def running_with_checkpoint(cell):
-        return lambda: (cell.out / ".lock").exists() and (cell.out / "checkpoint.npz").exists()
-
-    runner = _start_runner(cells)
-    _wait_for(running_with_checkpoint(cells[1]))
+    runner = _start_runner(cells, "c1", tmp_path)
+    _wait_for(lambda: (cells[1].out / "paused").exists())      # cell 1 waits, mid-run, for the signal
     assert cell_status(cells[0]) == "finished"
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(60) != 0 and b"run the same command again" in runner.stderr.read()
@@ -213,8 +250,8 @@ def test_killing_the_runner_and_running_it_again_finishes_without_redoing_finish
     assert cell_status(cells[1]) == "partial" and cell_status(cells[2]) == "new"
     first = {name: (cells[0].out / name).stat().st_mtime_ns for name in ("history.json", "checkpoint.npz")}
 
-    runner = _start_runner(cells)
-    _wait_for(running_with_checkpoint(cells[2]))
+    runner = _start_runner(cells, "c2", tmp_path)
+    _wait_for(lambda: (cells[2].out / "paused").exists())
     runner.kill()                                    # no chance to clean up: the children learn by PDEATHSIG
     runner.wait(60)
     _wait_for(lambda: _lock_released(cells[2]))
