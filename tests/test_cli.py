@@ -99,6 +99,15 @@ def test_config_refuses_unknown_keys():
     assert Config.from_dict(Config().to_dict()) == Config()
 
 
+def test_a_config_given_numpy_numbers_is_written_as_plain_json():
+    import json
+
+    from minivae.run.config import Config
+    cfg = Config(M=np.int64(50), J=np.int32(3), lr=np.float64(0.02))
+    d = json.loads(cfg.to_json())
+    assert (d["M"], d["J"], d["lr"]) == (50, 3, 0.02) and Config.from_dict(d) == cfg
+
+
 def test_missing_mnist_names_the_offline_alternative(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MINIVAE_DATA", raising=False)
     monkeypatch.setenv("MINIVAE_CACHE", str(tmp_path / "empty-cache"))

@@ -106,7 +106,8 @@ class Config:
         return self
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The settings as plain Python values (a NumPy number given for one is written as a number)."""
+        return {k: getattr(v, "item", lambda: v)() for k, v in dataclasses.asdict(self).items()}
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
