@@ -18,57 +18,58 @@ function, a subclass, an unsupported layer, Numba's JIT switched off.
 The twins
 ---------
 Every kernel in :mod:`minivae.fast.kernels` has a NumPy twin ``<kernel>_numpy``
-with the same signature and effect, built from the readable functions where
-the arithmetic allows; ``tests/test_kernels.py`` holds each kernel to its
-twin, ``tests/test_fast.py`` whole fast steps and a fixed-seed epoch to the
-readable step.
+beside it in its module, with the same signature and effect, built from the
+readable functions where the arithmetic allows; ``tests/test_kernels.py`` holds
+each kernel to its twin, ``tests/test_fast.py`` whole fast steps and a
+fixed-seed epoch to the readable step.
 
-==============================  ==============================  ==========================================  =====================================
-readable function               kernel                          twin (what it calls)                        test
-==============================  ==============================  ==========================================  =====================================
-``Tanh``/``Sigmoid``/...        ``bias_act``                    ``bias_act_numpy`` (the layer's forward)    test_kernels::test_bias_act
+=============================  ======================================  =========================================  =====================================
+readable function              kernel (its module)                     twin (what it calls)                       test
+=============================  ======================================  =========================================  =====================================
+``Tanh``/``Sigmoid``/...       ``activations.bias_act``                ``bias_act_numpy`` (the layer's forward)   test_kernels::test_bias_act
 ``.forward`` + ``Linear`` b
-``*.backward`` (activations)    ``bias_act_backward``           ``bias_act_backward_numpy`` (the layer)     test_kernels::test_bias_act_backward
-``bernoulli_log_likelihood``    ``bernoulli_head``              ``bernoulli_head_numpy`` (both functions)   test_kernels::test_bernoulli_head
+``*.backward`` (activations)   ``activations.bias_act_backward``       ``bias_act_backward_numpy`` (the layer)    test_kernels::test_bias_act_backward
+``bernoulli_log_likelihood``   ``heads.bernoulli_head``                ``bernoulli_head_numpy`` (both functions)  test_kernels::test_bernoulli_head
 and its ``_grad``
-``gaussian_log_likelihood``     ``gaussian_head``               ``gaussian_head_numpy`` (both + Sigmoid)    test_kernels::test_gaussian_head
+``gaussian_log_likelihood``    ``heads.gaussian_head``                 ``gaussian_head_numpy`` (both + Sigmoid)   test_kernels::test_gaussian_head
 and its ``_grad``
-``reparameterize``,             ``reparameterize_kl``           ``reparameterize_kl_numpy``                 test_kernels::test_reparameterize_kl
+``reparameterize``,            ``latent.reparameterize_kl``            ``reparameterize_kl_numpy``                test_kernels::test_reparameterize_kl
 ``kl_standard_normal``,
 ``log_standard_normal``,
 ``log_diag_gaussian``
-``reparameterize_backward``,    ``reparameterize_kl_backward``  ``reparameterize_kl_backward_numpy``        test_kernels::test_reparameterize_kl_backward
-``estimator_a_backward``,                                       (``estimator_a_backward``,
-``estimator_b_backward``                                        ``estimator_b_backward``, ...)
-``decayed_gradient`` +          ``sgd_step``                    ``sgd_step_numpy``                          test_kernels::test_optimizer_steps  
-``sgd_update``
-``decayed_gradient`` +          ``adagrad_step``                ``adagrad_step_numpy``                      test_kernels::test_optimizer_steps  
-``adagrad_update``
-``decayed_gradient`` +          ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
-``adam_update``
-(the three updates above,       ``sgd_part``,                   ``sgd_step_numpy`` etc. on the range        test_kernels::test_optimizer_parts
-on a range of the elements)     ``adagrad_part``,
-                                ``adam_part``
-``utils.check_matrix``          ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
-``np.count_nonzero``            ``count_nonzero``               ``count_nonzero_numpy``                     test_kernels::test_sparse_index_is_its_row_half_then_its_column_half
-``x @ W``, ``x.T @ G`` for a    ``sparse_index``,               ``sparse_index_numpy`` etc.                 test_kernels::test_sparse_index,
-mostly-zero x (``np.matmul``)   ``sparse_rows``,                (``np.nonzero``, ``np.matmul`` of the       test_kernels::test_sparse_matmul_is_the_dense_product
-                                ``sparse_columns``,             dense x)
-                                ``sparse_matmul(_t)``
-(the same, by a range of rows   ``sparse_matmul_rows``,         ``sparse_matmul_rows_numpy`` etc.           test_kernels::test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers
-of x or of x.T, no index)       ``sparse_matmul_t_rows``        (``np.matmul`` of the rows)
-``estimator_b``,                ``elbo_from_terms``             ``elbo_from_terms_numpy``                   test_kernels::test_elbo_from_terms_is_the_estimator
+``reparameterize_backward``,   ``latent.reparameterize_kl_backward``   ``reparameterize_kl_backward_numpy``       test_kernels::test_reparameterize_kl_backward
+``estimator_a_backward``,                                              (``estimator_a_backward``,
+``estimator_b_backward``                                               ``estimator_b_backward``, ...)
+``estimator_b``,               ``latent.elbo_from_terms``              ``elbo_from_terms_numpy``                  test_kernels::test_elbo_from_terms_is_the_estimator
 ``estimator_a`` (from the
 terms above)
-``bernoulli_log_likelihood``    ``bernoulli_ll``                ``bernoulli_ll_numpy``                      test_kernels::test_bernoulli_ll
+``decayed_gradient`` +         ``updates.sgd_step``                    ``sgd_step_numpy``                         test_kernels::test_optimizer_steps
+``sgd_update``
+``decayed_gradient`` +         ``updates.adagrad_step``                ``adagrad_step_numpy``                     test_kernels::test_optimizer_steps
+``adagrad_update``
+``decayed_gradient`` +         ``updates.adam_step``                   ``adam_step_numpy``                        test_kernels::test_optimizer_steps
+``adam_update``
+(the three updates above,      ``updates.sgd_part``,                   ``sgd_step_numpy`` etc. on the range       test_kernels::test_optimizer_parts
+on a range of the elements)    ``updates.adagrad_part``,
+                               ``updates.adam_part``
+``bernoulli_log_likelihood``   ``evaluation.bernoulli_ll``             ``bernoulli_ll_numpy``                     test_kernels::test_bernoulli_ll
 (forward only, evaluation)
-``gaussian_log_likelihood``     ``gaussian_ll``                 ``gaussian_ll_numpy`` (+ Sigmoid)           test_kernels::test_gaussian_ll
+``gaussian_log_likelihood``    ``evaluation.gaussian_ll``              ``gaussian_ll_numpy`` (+ Sigmoid)          test_kernels::test_gaussian_ll
 (forward only, evaluation)
-``evaluate.logmeanexp`` and     ``log_mean_exp_accumulate``     ``log_mean_exp_accumulate_numpy``           test_kernels::test_log_mean_exp_accumulate
+``evaluate.logmeanexp`` and    ``evaluation.log_mean_exp_accumulate``  ``log_mean_exp_accumulate_numpy``          test_kernels::test_log_mean_exp_accumulate
 ``np.logaddexp``
-``np.exp``/``tanh``/``log1p``   ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
-                                ``log1p_unit``
-==============================  ==============================  ==========================================  =====================================
+``utils.check_matrix``         ``counts.count_bad``                    ``count_bad_numpy``                        test_kernels::test_count_bad
+``np.count_nonzero``           ``counts.count_nonzero``                ``count_nonzero_numpy``                    test_kernels::test_sparse_index_is_its_row_half_then_its_column_half
+``x @ W``, ``x.T @ G`` for a   ``sparse.sparse_index``,                ``sparse_index_numpy`` etc.                test_kernels::test_sparse_index,
+mostly-zero x (``np.matmul``)  ``sparse.sparse_rows``,                 (``np.nonzero``, ``np.matmul`` of the      test_kernels::test_sparse_matmul_is_the_dense_product
+                               ``sparse.sparse_columns``,              dense x)
+                               ``sparse.sparse_matmul(_t)``
+(the same, by a range of rows  ``sparse.sparse_matmul_rows``,          ``sparse_matmul_rows_numpy`` etc.          test_kernels::test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers
+of x or of x.T, no index)      ``sparse.sparse_matmul_t_rows``         (``np.matmul`` of the rows)
+``np.exp``/``tanh``/``log1p``  ``elementary.exp_``,                    ``exp_array_numpy`` etc.                   test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
+                               ``elementary.tanh_``,
+                               ``elementary.log1p_unit``
+=============================  ======================================  =========================================  =====================================
 
 Two threads
 -----------

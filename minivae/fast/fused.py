@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import kernels as K
 from .blas import gemm_into
-from .kernels import njit
+from .kernels.common import njit
 from .pair import mark_started
 
 __all__ = ["bernoulli_forward_rows", "backward_rows", "adagrad_part", "intact"]
