@@ -81,11 +81,12 @@ row for row; the tests run every agreement test both ways
 (``tests/test_fast.py``, ``tests/test_pair.py``). For the paper's shape (one
 hidden layer each side, a Bernoulli decoder), each thread's forward half and
 each backward half is one call without the GIL (:mod:`minivae.fast.fused`):
-the same kernels, and NumPy's own ``?gemm`` called from Numba the way
-``np.matmul`` calls it (:mod:`minivae.fast.blas`), so the numbers are bit for
-bit those of the same calls made from Python (``tests/test_fused.py``). If a
-kernel of :mod:`minivae.fast.kernels` has been replaced, the step makes its
-calls from Python, so the replacement is what runs.
+the forward pass of :mod:`minivae.fast.forward` and the backward rows, compiled,
+with NumPy's own ``?gemm`` called from Numba the way ``np.matmul`` calls it
+(:mod:`minivae.fast.blas`), so the numbers are bit for bit those of the same
+functions run as Python (``tests/test_fused.py``). If a kernel of
+:mod:`minivae.fast.kernels` has been replaced, the step runs them as Python,
+so the replacement is what runs.
 
 Evaluation
 ----------
