@@ -108,7 +108,6 @@ import os
 import warnings
 
 from ..steps import AEVB
-from .eligibility import FastPathUnavailable, why_not
 
 __all__ = ["aevb_step", "FastAEVB", "FastPathWarning", "FastPathUnavailable", "why_not", "jit_enabled"]
 
@@ -126,6 +125,9 @@ def __getattr__(name):
     if name == "FastAEVB":                    # imported on first use: loading it compiles nothing, but loads Numba
         from .step import FastAEVB
         return FastAEVB
+    if name in ("FastPathUnavailable", "why_not"):   # (so python -m minivae.fast.eligibility runs it only once)
+        from . import eligibility
+        return getattr(eligibility, name)
     raise AttributeError(f"module 'minivae.fast' has no attribute {name!r}")
 
 
@@ -146,6 +148,7 @@ def aevb_step(model, optimizer, estimator="B", L=1, weight_decay=0.0, fast=True)
         asked for and the readable step is returned.
     """
     if fast:
+        from .eligibility import why_not
         reason = why_not(model, optimizer)
         if reason is None and not jit_enabled():
             reason = "Numba's JIT is disabled (NUMBA_DISABLE_JIT), so the kernels would run as slow Python"
