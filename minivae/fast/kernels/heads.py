@@ -160,9 +160,9 @@ def gaussian_head_numpy(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm
     lv = alv + blv
     m3, lv3 = mean.reshape(-1, M, D), lv.reshape(-1, M, D)            # (L, M, D)
     ll[...] = est.gaussian_log_likelihood(x, m3, lv3).reshape(-1)
-    dmean, dlv = est.gaussian_log_likelihood_grad(x, m3, lv3)
+    dmean, dlog_var = est.gaussian_log_likelihood_grad(x, m3, lv3)
     dam[...] = squash.backward((w * dmean).reshape(-1, D))
-    dalv[...] = (w * dlv).reshape(-1, D)
+    dalv[...] = (w * dlog_var).reshape(-1, D)
     dbm[...] = dam.sum(axis=0)
     dblv[...] = dalv.sum(axis=0)
 

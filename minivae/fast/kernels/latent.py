@@ -137,13 +137,13 @@ def reparameterize_kl_backward(dz, eps, heads, z, dout, w, estimator_a, dheads, 
         for j in range(J):
             mu, lv = hm[j], hm[J + j]
             if estimator_a:
-                dmu_direct, dlv_direct = -smu[j], -slv[j]
+                dmu_direct, dlog_var_direct = -smu[j], -slv[j]
             else:                                # the KL's gradient (estimator B)
-                dmu_direct, dlv_direct = -dout * mu, -dout * (half * (_exp(lv) - one))
+                dmu_direct, dlog_var_direct = -dout * mu, -dout * (half * (_exp(lv) - one))
             dmu = sdz[j] + dmu_direct                       # through z and directly: two paths meet
-            dlv = half * _exp(half * lv) * sdze[j] + dlv_direct
+            dlog_var = half * _exp(half * lv) * sdze[j] + dlog_var_direct
             dm[j] = dmu
-            dm[J + j] = dlv
+            dm[J + j] = dlog_var
             db_mu[j] += dm[j]
             db_lv[j] += dm[J + j]
 
@@ -154,13 +154,13 @@ def reparameterize_kl_backward_numpy(dz, eps, heads, z, dout, w, estimator_a, dh
     dz3 = dz.reshape(L, M, J)
     dvec = np.full(M, dout, dtype=heads.dtype)
     if estimator_a:
-        _, dz_direct, dmu_d, dlv_d = est.estimator_a_backward(dvec, z.reshape(L, M, J), mu, lv)
+        _, dz_direct, dmu_direct, dlog_var_direct = est.estimator_a_backward(dvec, z.reshape(L, M, J), mu, lv)
         dz3 = dz3 + dz_direct
     else:
-        _, dmu_d, dlv_d = est.estimator_b_backward(dvec, L, mu, lv)
-    dmu_z, dlv_z = est.reparameterize_backward(dz3, lv, eps)
-    dheads[:, :J] = dmu_z + dmu_d
-    dheads[:, J:] = dlv_z + dlv_d
+        _, dmu_direct, dlog_var_direct = est.estimator_b_backward(dvec, L, mu, lv)
+    dmu_z, dlog_var_z = est.reparameterize_backward(dz3, lv, eps)
+    dheads[:, :J] = dmu_z + dmu_direct
+    dheads[:, J:] = dlog_var_z + dlog_var_direct
     db_mu[...] = dheads[:, :J].sum(axis=0)
     db_lv[...] = dheads[:, J:].sum(axis=0)
 
