@@ -24,7 +24,11 @@ Prints a table, then one JSON line with every number:
    two-thread step's own work done on one thread, BLAS on one thread too
    ("one thread, BLAS on one"); the two-thread step's speed-up over it (2 at
    most) says what its hand-offs and waits cost, and JAX's time over half of
-   it is the fast/JAX ratio the step would reach with none. The header names the BLAS
+   it is the fast/JAX ratio the step would reach with none. The row "two threads
+   / one + BLAS's" is the two-thread step's speed over the step on one thread
+   with BLAS's two threads (dense products, the one-thread step's own choice
+   there): what the two-thread machinery earns (``docs/architecture.md``; 1.26x
+   in float32 and 1.22x in float64 when it was last weighed). The header names the BLAS
    library and the kernels it runs (threadpoolctl), and says when
    ``OPENBLAS_CORETYPE`` chose them.
    Neither PyTorch nor JAX is a dependency of
@@ -636,8 +640,10 @@ def main(args):
             ms, (q1, q3) = results[dt][f"{key}_ms"], results[dt][f"{key}_ms_quartiles"]
             cells += f"{ms:8.2f}{f'({q1:.2f}-{q3:.2f})':>14s}{M / ms * 1e3:10.0f}"
         print(f"{label:34s}{cells}")
+    two = results["float32"].get("numba_takes_two_threads")   # numba / dense: what the pair earns
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
-                       ("numba_over_jax", "Numba / JAX (speed)"), ("numba_over_dense", "Numba / dense products"),
+                       ("numba_over_jax", "Numba / JAX (speed)"),
+                       ("numba_over_dense", "two threads / one + BLAS's (speed)" if two else "Numba / dense products"),
                        ("numba_over_serial", "two threads / one (BLAS on one)"),
                        ("sparse_over_dense", "sparse / dense products"),
                        ("dense_over_torch", "dense products / PyTorch"), ("dense_over_jax", "dense products / JAX"),
