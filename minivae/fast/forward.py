@@ -47,8 +47,8 @@ def forward_rows(flags, blas, whole, index, x, sparse, encoder, W_heads, heads, 
         True: the one-thread step (``m0, m1 = 0, M``), whole-array kernels. None: rows [m0, m1)
         and their decoder rows, by the serial row kernels.
     index : (rptr, rcol, rval) or None
-        The one-thread step's index of x's nonzero entries (:func:`kernels.sparse_index
-        <minivae.fast.kernels.sparse.sparse_index>`); None: x's rows are read for them.
+        The one-thread step's index of x's nonzero entries
+        (:func:`~minivae.fast.kernels.sparse.sparse_index`); None: x's rows are read for them.
     x : (M, D) data; ``sparse``: the first layer's product takes x's nonzero entries only.
     encoder, decoder : tuples of ``(W, b, act, a, h)``, one per hidden layer
         The weights (in, out), the bias, the activation's code, and the buffers written:
@@ -56,8 +56,8 @@ def forward_rows(flags, blas, whole, index, x, sparse, encoder, W_heads, heads, 
     W_heads, heads : (H, 2J) ``[W_mu | W_lv]``; (M, 2J) written: ``[mu | log_var]``.
     b_mu, b_lv : (J,) the heads' biases.
     eps : (L, M, J); ``estimator_a``: which term the estimator needs.
-    z, kl, log_ratio : (L*M, J), (M,), (L*M,) written (:func:`kernels.reparameterize_kl
-        <minivae.fast.kernels.latent.reparameterize_kl>`).
+    z, kl, log_ratio : (L*M, J), (M,), (L*M,)
+        Written (:func:`~minivae.fast.kernels.latent.reparameterize_kl`).
     bernoulli, gaussian : the decoder's output layer(s), one of them None
         ``(W, b)`` of the logits; or ``(W_mean, b_mean, W_lv, b_lv, sigmoid_mean)``.
     w : float, d loss / d log p(x|z_l).
