@@ -510,11 +510,11 @@ class FastAEVB(AEVB):
     on one thread in each (:mod:`minivae.fast.pair`); False on the calling
     thread, with BLAS's own threads for the products; None (the default)
     chooses True when NumPy's BLAS runs on exactly two threads at the first
-    step and two cores are usable (:meth:`takes_two_threads`). On the 2-core
-    benchmark machine the two-thread MNIST step was 1.18x (float32) and 1.10x
-    (float64) faster than the one-thread step with two BLAS threads
-    (``docs/performance.md``). More BLAS threads than two keep BLAS's threading
-    (not measured against the pair).
+    step and two cores are usable (:meth:`takes_two_threads`). On a 2-core
+    machine the two-thread MNIST step was 1.26x (float32) and 1.22x (float64)
+    faster than the one-thread step with two BLAS threads (the row "two threads
+    / one + BLAS's" of ``benchmarks/bench_train.py``; ``docs/architecture.md``).
+    More BLAS threads than two keep BLAS's threading (not measured against the pair).
 
     ``sparse_input``: True lets the two products with a mostly-zero x skip its
     zeros (see :func:`fast_loss_and_grads`); False keeps them dense; None (the
