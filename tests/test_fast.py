@@ -121,23 +121,45 @@ def test_verified_fingerprints_are_those_of_the_code_as_it_stands():
 
 # --- every function the readable step runs is fingerprinted, or run by the fast step too ----------------
 
+def _qualified_names(module):
+    """{code object: qualified name} of the functions and methods of a module, the code of a comprehension
+    or a generator under the function it is written in."""
+    names = {}
+
+    def add(code, name):
+        names[code] = name
+        for const in code.co_consts:
+            if inspect.iscode(const):
+                add(const, name)
+
+    for obj in vars(module).values():
+        members = vars(obj).values() if inspect.isclass(obj) and obj.__module__ == module.__name__ else [obj]
+        for member in members:
+            func = getattr(member, "__func__", member)                  # (a staticmethod or classmethod)
+            if inspect.isfunction(func) and func.__module__ == module.__name__:
+                add(func.__code__, f"{module.__name__}.{func.__qualname__}")
+    return names
+
+
 def _minivae_calls(run):
-    """Qualified names of the minivae functions outside minivae.fast that ``run()`` calls, at any depth
-    (a comprehension or a generator counts as the function it is written in)."""
-    called, fast = set(), str(PACKAGE / "fast")
+    """Qualified names of the minivae functions outside minivae.fast that ``run()`` calls, at any depth."""
+    seen, fast = set(), str(PACKAGE / "fast")
     before = sys.getprofile()
 
     def profile(frame, event, arg):
         code = frame.f_code
         if event == "call" and code.co_filename.startswith(str(PACKAGE)) and not code.co_filename.startswith(fast):
-            called.add(f"{frame.f_globals['__name__']}.{code.co_qualname.split('.<locals>')[0]}")
+            seen.add((frame.f_globals["__name__"], code))
 
     sys.setprofile(profile)
     try:
         run()
     finally:
         sys.setprofile(before)
-    return called
+    names = {}
+    for module in {module for module, _ in seen}:
+        names.update(_qualified_names(sys.modules[module]))
+    return {names.get(code, f"{module}.{code.co_name} (not found)") for module, code in seen}
 
 
 def _every_model():

@@ -36,6 +36,7 @@ import importlib
 import inspect
 import json
 import textwrap
+import weakref
 from pathlib import Path
 
 from .. import layers, model as model_module, optim
@@ -181,8 +182,12 @@ def fingerprint(func):
     """sha256 (16 hex digits) of a function's syntax tree, without its docstring and its comments, and
     with the wording of its messages blanked (:func:`_blank_messages`); None if it has no source.
 
-    So the fingerprint changes with what the function does, not with how it explains an error.
+    So the fingerprint changes with what the function does, not with how it explains an error. It is
+    kept for the function object as long as its code object is the same (:func:`why_not` asks often).
     """
+    known = _KNOWN.get(func) if _weakrefable(func) else None
+    if known is not None and known[0] is func.__code__:
+        return known[1]
     try:
         source = textwrap.dedent(inspect.getsource(func))
     except (OSError, TypeError):
@@ -202,7 +207,17 @@ def fingerprint(func):
             node.name = "_"
             break
     _blank_messages(tree)
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+    if _weakrefable(func):
+        _KNOWN[func] = (func.__code__, digest)
+    return digest
+
+
+_KNOWN = weakref.WeakKeyDictionary()     # function -> (its code object, its fingerprint)
+
+
+def _weakrefable(func):
+    return inspect.isfunction(func)
 
 
 def current_fingerprints(names=REPLACED):
