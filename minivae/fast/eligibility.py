@@ -185,7 +185,7 @@ def fingerprint(func):
     So the fingerprint changes with what the function does, not with how it explains an error. It is
     kept for the function object as long as its code object is the same (:func:`why_not` asks often).
     """
-    known = _KNOWN.get(func) if _weakrefable(func) else None
+    known = _KNOWN.get(func) if inspect.isfunction(func) else None
     if known is not None and known[0] is func.__code__:
         return known[1]
     try:
@@ -208,16 +208,12 @@ def fingerprint(func):
             break
     _blank_messages(tree)
     digest = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
-    if _weakrefable(func):
+    if inspect.isfunction(func):
         _KNOWN[func] = (func.__code__, digest)
     return digest
 
 
 _KNOWN = weakref.WeakKeyDictionary()     # function -> (its code object, its fingerprint)
-
-
-def _weakrefable(func):
-    return inspect.isfunction(func)
 
 
 def current_fingerprints(names=REPLACED):
