@@ -24,7 +24,11 @@ Prints a table, then one JSON line with every number:
    two-thread step's own work done on one thread, BLAS on one thread too
    ("one thread, BLAS on one"); the two-thread step's speed-up over it (2 at
    most) says what its hand-offs and waits cost, and JAX's time over half of
-   it is the fast/JAX ratio the step would reach with none. NumPy's OpenBLAS runs the
+   it is the fast/JAX ratio the step would reach with none. The row "two threads
+   / one + BLAS's" is the two-thread step's speed over the step on one thread
+   with BLAS's two threads (dense products, the one-thread step's own choice
+   there): what the two-thread machinery earns (``docs/architecture.md``; 1.26x
+   in float32 and 1.22x in float64 when it was last weighed). NumPy's OpenBLAS runs the
    kernels it picks for this CPU: ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``, if
    set, are unset for this command alone (before NumPy loads OpenBLAS; the tests and
    CI leave them as they are), and the header names the BLAS library, the kernels
@@ -69,6 +73,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -77,6 +82,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 # the minivae of this checkout, not another installed copy (python puts benchmarks/, not the root, on the path)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -417,6 +423,8 @@ def check_epoch(args):
 def breakdown(batches, steps):
     """Milliseconds per Numba step spent in each kernel, in the matrix products and in the rest
     (the step on one thread, ``two_threads=False``: on two, the timers would overlap)."""
+    from minivae.fast import blas as blas_module
+    from minivae.fast import forward as forward_module
     from minivae.fast import step as step_module
 
     out = {}
@@ -433,7 +441,7 @@ def breakdown(batches, steps):
                 return r
             return wrapper
 
-        names = [n for n in ("bias_act", "bias_act_backward", "bernoulli_head", "reparameterize_kl",
+        names = [n for n in ("bias_act", "bias_act_backward", "bernoulli_head", "_reparameterize_kl_rows",
                              "reparameterize_kl_backward", "adagrad_step", "count_bad", "sparse_index",
                              "sparse_matmul", "sparse_matmul_t") if hasattr(kernels, n)]
         fake_k = type(sys)("kernels_timed")
@@ -444,14 +452,13 @@ def breakdown(batches, steps):
         fake_np.copyto = timed("copies", np.copyto)
         for n in names:
             setattr(fake_k, n, timed(n, getattr(kernels, n)))
-        saved = step_module.K, step_module.np
-        try:
-            step_module.K, step_module.np = fake_k, fake_np
+        with contextlib.ExitStack() as patches:          # where the one-thread step finds kernels and np.matmul
+            for module, name, fake in ((step_module, "kernels", fake_k), (step_module, "np", fake_np),
+                                       (forward_module, "kernels", fake_k), (blas_module, "np", fake_np)):
+                patches.enter_context(mock.patch.object(module, name, fake))
             t0 = time.perf_counter()
             run(steps)
             total = time.perf_counter() - t0
-        finally:
-            step_module.K, step_module.np = saved
         row = {k: 1e3 * v / steps for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
         row["rest (Python, eps, checks)"] = 1e3 * total / steps - sum(row.values())
         row["total"] = 1e3 * total / steps
@@ -639,10 +646,10 @@ def main(args):
             ms, (q1, q3) = results[dt][f"{key}_ms"], results[dt][f"{key}_ms_quartiles"]
             cells += f"{ms:8.2f}{f'({q1:.2f}-{q3:.2f})':>14s}{M / ms * 1e3:10.0f}"
         print(f"{label:34s}{cells}")
+    two = results["float32"].get("numba_takes_two_threads")   # numba / dense: what the pair earns
     for key, label in [("numba_over_numpy", "Numba / NumPy (speed)"), ("numba_over_torch", "Numba / PyTorch (speed)"),
                        ("numba_over_jax", "Numba / JAX (speed)"),
-                       ("numba_over_dense", "two threads / one + BLAS's" if results["float32"].get(
-                           "numba_takes_two_threads") else "Numba / dense products"),
+                       ("numba_over_dense", "two threads / one + BLAS's (speed)" if two else "Numba / dense products"),
                        ("numba_over_serial", "two threads / one (BLAS on one)"),
                        ("sparse_over_dense", "sparse / dense products"),
                        ("dense_over_torch", "dense products / PyTorch"), ("dense_over_jax", "dense products / JAX"),

@@ -298,11 +298,11 @@ def estimator_a_backward(dout, z, mu, log_var):
     L = z.shape[0]
     w = dout / L                                            # (M,)
     dlog_px_z = np.broadcast_to(w, z.shape[:2]).copy()      # (L, M)
-    dz_q, dmu_q, dlv_q = log_diag_gaussian_grad(z, mu, log_var)
+    dz_q, dmu_q, dlog_var_q = log_diag_gaussian_grad(z, mu, log_var)
     wz = w[None, :, None]                                   # (1, M, 1)
     dz = wz * (log_standard_normal_grad(z) - dz_q)          # (L, M, J)
     dmu = -(wz * dmu_q).sum(axis=0)                         # (M, J)
-    dlog_var = -(wz * dlv_q).sum(axis=0)                    # (M, J)
+    dlog_var = -(wz * dlog_var_q).sum(axis=0)               # (M, J)
     return dlog_px_z, dz, dmu, dlog_var
 
 
@@ -336,8 +336,8 @@ def estimator_b_backward(dout, L, mu, log_var):
         The part reaching (mu, log_var) through -KL.
     """
     dlog_px_z = np.broadcast_to(dout / L, (L, dout.shape[0])).copy()  # (L, M)
-    dmu_kl, dlv_kl = kl_standard_normal_grad(mu, log_var)
-    return dlog_px_z, -dout[:, None] * dmu_kl, -dout[:, None] * dlv_kl
+    dmu_kl, dlog_var_kl = kl_standard_normal_grad(mu, log_var)
+    return dlog_px_z, -dout[:, None] * dmu_kl, -dout[:, None] * dlog_var_kl
 
 
 # --- the parameter prior (Section 5: MAP on the parameters) -----------------

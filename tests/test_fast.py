@@ -11,6 +11,11 @@
 """
 
 import ast
+import inspect
+import itertools
+import json
+import sys
+import textwrap
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -19,7 +24,7 @@ import numpy as np
 import pytest
 
 import minivae
-from minivae import estimator, layers, optim
+from minivae import estimator, layers, optim, utils
 from minivae.fast import FastPathWarning, aevb_step, eligibility, jit_enabled, why_not
 from minivae.fast import kernels
 from minivae.fast.gradcheck import check_fast_model
@@ -117,10 +122,225 @@ def test_the_stock_model_gets_the_fast_step():
 
 def test_verified_fingerprints_are_those_of_the_code_as_it_stands():
     """If this fails, a readable function the fast path replaces was changed: check its twin and kernel
-    (the tests in this file and test_kernels.py), then refresh VERIFIED with python -m minivae.fast.eligibility."""
+    (the tests in this file and test_kernels.py), then record it: python -m minivae.fast.eligibility --write."""
     now = eligibility.current_fingerprints()
     assert None not in now.values()
     assert now == eligibility.VERIFIED
+
+
+# --- every function the readable step runs is fingerprinted, or run by the fast step too ----------------
+
+def _qualified_names(module):
+    """{code object: qualified name} of the functions and methods of a module, the code of a comprehension
+    or a generator under the function it is written in."""
+    names = {}
+
+    def add(code, name):
+        names[code] = name
+        for const in code.co_consts:
+            if inspect.iscode(const):
+                add(const, name)
+
+    for obj in vars(module).values():
+        members = vars(obj).values() if inspect.isclass(obj) and obj.__module__ == module.__name__ else [obj]
+        for member in members:
+            func = getattr(member, "__func__", member)                  # (a staticmethod or classmethod)
+            if inspect.isfunction(func) and func.__module__ == module.__name__:
+                add(func.__code__, f"{module.__name__}.{func.__qualname__}")
+    return names
+
+
+def _minivae_calls(run):
+    """Qualified names of the minivae functions outside minivae.fast that ``run()`` calls, at any depth."""
+    seen, fast = set(), str(PACKAGE / "fast")
+    before = sys.getprofile()
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_filename.startswith(str(PACKAGE)) and not code.co_filename.startswith(fast):
+            seen.add((frame.f_globals["__name__"], code))
+
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(before)
+    names = {}
+    for module in {module for module, _ in seen}:
+        names.update(_qualified_names(sys.modules[module]))
+    return {names.get(code, f"{module}.{code.co_name} (not found)") for module, code in seen}
+
+
+def _every_model():
+    """The small model with every decoder and activation, each with a minibatch in its support."""
+    for (decoder, sigmoid_mean), activation in itertools.product(DECODERS, sorted(layers.ACTIVATIONS)):
+        model = _small(decoder=decoder, sigmoid_mean=sigmoid_mean, activation=activation)
+        yield model, np.random.default_rng(0).random((4, 6))
+
+
+def test_every_function_the_readable_step_runs_is_replaced_or_shared():
+    """The readable AEVB step, traced for every decoder, activation, estimator and optimiser: each minivae
+    function it runs is in REPLACED (fingerprinted) or SHARED (run by the fast step as well), and each
+    function of REPLACED is run: the list is the readable step, no more and no less."""
+    called = set()
+    for (model, x), est, opt in itertools.product(_every_model(), "AB", sorted(OPTIMIZERS)):
+        step = AEVB(model, OPTIMIZERS[opt](), est, L=2, weight_decay=1e-3)
+        called |= _minivae_calls(lambda: step(x, None, np.random.default_rng(1)))
+    assert called - set(eligibility.REPLACED) - set(eligibility.SHARED) == set()
+    assert set(eligibility.REPLACED) - called == set()
+    assert {"minivae.model.VAE.check_x", "minivae.model.VAE.check_eps", "minivae.utils.check_matrix"} <= called
+
+
+def test_the_fast_step_runs_the_shared_functions_itself_and_no_other_readable_one():
+    """What SHARED claims: the fast step calls each of its functions (so an edit reaches both paths), and
+    the only other readable functions it calls are fingerprinted ones."""
+    called = set()
+    for (model, x), opt in itertools.product(_every_model(), sorted(OPTIMIZERS)):
+        step = FastAEVB(model, OPTIMIZERS[opt](), "B", L=2, weight_decay=1e-3, two_threads=False)
+        called |= _minivae_calls(lambda: step(x, None, np.random.default_rng(1)))
+    assert set(eligibility.SHARED) <= called
+    assert called <= set(eligibility.REPLACED) | set(eligibility.SHARED)
+
+
+def test_every_function_the_readable_evaluation_runs_is_replaced_or_shared():
+    """The same for the evaluation's twins: the readable dataset_elbo and log_likelihood run only functions
+    of REPLACED, EVAL_REPLACED and SHARED, and every function of EVAL_REPLACED; the fast ones run SHARED's."""
+    from minivae.evaluate import log_likelihood
+    from minivae.fast import evaluate as fast_evaluate
+    from minivae.train import dataset_elbo
+    readable, fast = set(), set()
+    for (model, x), est in itertools.product(_every_model(), "AB"):
+        readable |= _minivae_calls(lambda: dataset_elbo(model, x, 1, L=2, estimator=est))
+        fast |= _minivae_calls(lambda: fast_evaluate.fast_dataset_elbo(model, x, 1, L=2, estimator=est))
+    for model, x in _every_model():
+        readable |= _minivae_calls(lambda: log_likelihood(model, x, K=5, rng=2, chunk=3))
+        fast |= _minivae_calls(lambda: fast_evaluate.fast_log_likelihood(model, x, K=5, rng=2, chunk=3))
+    known = set(eligibility.REPLACED) | set(eligibility.EVAL_REPLACED) | set(eligibility.SHARED)
+    assert readable - known == set()
+    assert set(eligibility.EVAL_REPLACED) - readable == set()
+    if jit_enabled():                                      # (else the fast functions call the readable ones)
+        assert set(eligibility.SHARED) <= fast
+
+
+# --- an edited function turns the fast path off; a reworded message does not ----------------------------
+
+def _copy_of(func, edit, tmp_path):
+    """``func`` made again from its source with ``edit(tree)`` applied to its syntax tree, in a file of
+    its own (as a notebook's or a copy's function has one), in its module's namespace."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    edit(tree)
+    path = tmp_path / f"copy_of_{func.__name__}.py"
+    path.write_text(ast.unparse(ast.fix_missing_locations(tree)) + "\n")
+    namespace = dict(func.__globals__)
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace[func.__name__]
+
+
+def _halve_what_it_returns(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Return) and node.value is not None:
+            node.value = ast.BinOp(ast.Constant(0.5), ast.Mult(), node.value)
+
+
+def _reword_the_messages(tree):
+    """Each raise's message gets a new first word (a string, an f-string, or the first of a sum of them)."""
+    def reword(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node.value = "Reworded: " + node.value
+        elif isinstance(node, ast.JoinedStr):
+            node.values.insert(0, ast.Constant("Reworded: "))
+        elif isinstance(node, ast.BinOp):
+            reword(node.left)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
+            reword(node.exc.args[0])
+
+
+@pytest.mark.parametrize("name,halved", [("check_x", "x"), ("check_eps", "eps")])
+def test_an_edited_input_check_trains_on_the_readable_path(monkeypatch, tmp_path, name, halved):
+    """VAE.check_x (or check_eps), which loss_and_grads calls, edited on a copy to return half its input:
+    the fast path names it and steps aside with one warning, and the step trains the edited code (its
+    bound is the unedited code's on x / 2, or eps / 2, to the bit)."""
+    x = np.random.default_rng(0).random((4, 6))
+    eps = _small().sample_eps(4, 1, np.random.default_rng(1))
+    inputs = {"x": x, "eps": eps}
+    inputs[halved] = 0.5 * inputs[halved]
+    expected = _small().loss_and_grads(inputs["x"], inputs["eps"])[1]
+    edited = _copy_of(getattr(VAE, name), _halve_what_it_returns, tmp_path)
+    monkeypatch.setattr(VAE, name, edited)
+    model, opt = _small(), Adagrad(0.1)
+    assert eligibility.fingerprint(edited) != eligibility.VERIFIED[f"minivae.model.VAE.{name}"]
+    assert why_not(model, opt).startswith(f"minivae.model.VAE.{name} is not the code the fast path was verified")
+    with pytest.warns(FastPathWarning) as record:
+        step = aevb_step(model, opt)
+    assert type(step) is AEVB and len(record) == 1
+    assert str(record[0].message) == (f"the fast path is off: {why_not(model, opt)}; training runs the readable "
+                                      "NumPy code.")
+    np.testing.assert_array_equal(step(x, None, np.random.default_rng(1)).elbo, expected)
+
+
+@pytest.mark.parametrize("target,bad_call", [
+    ("minivae.model.VAE.check_eps", lambda: _small().loss_and_grads(np.zeros((4, 6)), np.zeros((1, 5, 3)))),
+    ("minivae.estimator.check_estimator", lambda: _small().loss_and_grads(np.zeros((4, 6)), np.zeros((1, 4, 3)), "C")),
+    ("minivae.utils.check_matrix", lambda: utils.check_matrix(np.zeros((4, 5)), n_cols=6)),
+])
+def test_a_reworded_error_message_keeps_the_fast_path(monkeypatch, tmp_path, target, bad_call):
+    """Only the wording of the error messages changed, on a copy (f-strings included): the same fingerprint,
+    the fast path stays on, and the user reads the new wording."""
+    module, _, attr = target.rpartition(".")
+    owner = eligibility._resolve(module)
+    reworded = _copy_of(getattr(owner, attr), _reword_the_messages, tmp_path)
+    monkeypatch.setattr(owner, attr, reworded)
+    assert "Reworded: " in inspect.getsource(reworded)
+    assert eligibility.fingerprint(reworded) == eligibility.VERIFIED[target]
+    assert why_not(_small(), Adagrad(0.1)) is None
+    if jit_enabled():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert type(aevb_step(_small(), Adagrad(0.1))) is FastAEVB
+    with pytest.raises(ValueError, match="^Reworded: "):
+        bad_call()
+
+
+def test_the_fingerprint_keeps_the_strings_that_are_code(tmp_path):
+    """A string that selects something is code: Adam's state key, the estimator compared with "B"."""
+    def replace(old, new):
+        def edit(tree):
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and node.value == old:
+                    node.value = new
+        return edit
+    for target, old, new in [("minivae.optim.Adam._update", ".v", ".m"),
+                             ("minivae.model.VAE.loss_and_grads", "B", "A")]:
+        module, _, attr = target.rpartition(".")
+        original = getattr(eligibility._resolve(module), attr)
+        assert eligibility.fingerprint(_copy_of(original, replace(old, new), tmp_path)) != eligibility.VERIFIED[target]
+        assert eligibility.fingerprint(_copy_of(original, lambda tree: None, tmp_path)) == eligibility.VERIFIED[target]
+
+
+def test_the_refreshing_command_reports_and_writes_the_fingerprints(monkeypatch, tmp_path, capsys):
+    """python -m minivae.fast.eligibility: without --write it names what differs from the code (exit
+    status 1) and writes nothing; --write records the code as it stands; then nothing differs."""
+    path = tmp_path / "verified.json"
+    stale = {"step": {**eligibility.VERIFIED, "minivae.layers.Tanh.backward": "0" * 16}, "evaluation": {}}
+    path.write_text(json.dumps(stale))
+    monkeypatch.setattr(eligibility, "VERIFIED_FILE", path)
+    assert eligibility.main([]) == 1
+    out = capsys.readouterr().out
+    assert "step: minivae.layers.Tanh.backward: recorded 0000000000000000, now " in out
+    assert "evaluation: minivae.evaluate.logmeanexp: recorded None" in out and "--write" in out
+    assert json.loads(path.read_text()) == stale
+    assert eligibility.main(["--write"]) == 0
+    written = json.loads(path.read_text())
+    assert written["step"] == eligibility.current_fingerprints(eligibility.REPLACED) == eligibility.VERIFIED
+    assert written["evaluation"] == eligibility.current_fingerprints(eligibility.EVAL_REPLACED)
+    assert eligibility.main([]) == 0
+    assert "are those of the code as it stands" in capsys.readouterr().out
+
+
+def test_without_its_record_the_fast_path_says_so(monkeypatch):
+    monkeypatch.setattr(eligibility, "VERIFIED", {})
+    assert "record of the verified code (verified.json" in why_not(_small(), Adagrad(0.1))
 
 
 def _reason_after(change):
@@ -618,8 +838,8 @@ def test_fast_evaluation_finds_log_px_of_the_linear_gaussian_model():
 
 
 def test_fast_evaluation_verified_fingerprints_are_those_of_the_code_as_it_stands():
-    """If this fails, a readable evaluation function was changed: check the twins above, then refresh
-    EVAL_VERIFIED with python -m minivae.fast.eligibility."""
+    """If this fails, a readable evaluation function was changed: check the twins above, then record it:
+    python -m minivae.fast.eligibility --write."""
     now = eligibility.current_fingerprints(eligibility.EVAL_REPLACED)
     assert None not in now.values()
     assert now == eligibility.EVAL_VERIFIED

@@ -1,14 +1,14 @@
-"""The two-thread step's compiled calls (:mod:`minivae.fast.blas`, :mod:`minivae.fast.fused`): NumPy's
-own ``?gemm`` gives np.matmul's numbers bit for bit, the compiled runs of kernels give the numbers of
-the same calls made from Python bit for bit, both threads make them, and the hand-off that waits
-for the worker's mark never waits for good."""
+"""The two-thread step's compiled calls (:mod:`minivae.fast.blas`, :mod:`minivae.fast.fused`,
+:mod:`minivae.fast.forward`): NumPy's own ``?gemm`` gives np.matmul's numbers bit for bit, the
+compiled forward and backward passes give the numbers of the same functions run as Python bit for
+bit, both threads make them, and the hand-off that waits for the worker's mark never waits for good."""
 
 import threading
 
 import numpy as np
 import pytest
 
-from minivae.fast import blas, fused
+from minivae.fast import blas, forward, fused
 from minivae.fast import kernels
 from minivae.fast import step as step_module
 from minivae.fast.pair import Pair, process_pair
@@ -63,12 +63,12 @@ def test_gemm_into_refuses_what_np_matmul_would_not_give_to_gemm_and_writes_noth
 @pytest.mark.parametrize("sparse", [True, False])
 def test_the_compiled_calls_run_on_both_threads_and_give_the_python_calls_numbers_bit_for_bit(monkeypatch, sparse):
     """Every layer split (PAIR_MIN_WORK = 0), L = 2: parameters and bounds after three steps equal,
-    bit for bit, those of the same step making its calls from Python (fused.intact() False), and
-    the readable step's to 1e-12 (float64)."""
+    bit for bit, those of the same step running the same functions as Python (fused.intact() False),
+    and the readable step's to 1e-12 (float64)."""
     monkeypatch.setattr(step_module, "PAIR_MIN_WORK", 0)
-    spies = {name: _Where(getattr(fused, name)) for name in ("bernoulli_forward_rows", "backward_rows")}
-    for name, spy in spies.items():
-        monkeypatch.setattr(fused, name, spy)
+    spies = {"forward_rows": _Where(forward.forward_rows), "backward_rows": _Where(fused.backward_rows)}
+    monkeypatch.setattr(forward, "forward_rows", spies["forward_rows"])
+    monkeypatch.setattr(fused, "backward_rows", spies["backward_rows"])
     batches = _batches()
     compiled, from_python, readable = _model(), _model(), _model()
     a = _run(FastAEVB(compiled, Adagrad(0.05), "B", 2, weight_decay=1e-3, sparse_input=sparse, two_threads=True),

@@ -18,57 +18,58 @@ function, a subclass, an unsupported layer, Numba's JIT switched off.
 The twins
 ---------
 Every kernel in :mod:`minivae.fast.kernels` has a NumPy twin ``<kernel>_numpy``
-with the same signature and effect, built from the readable functions where
-the arithmetic allows; ``tests/test_kernels.py`` holds each kernel to its
-twin, ``tests/test_fast.py`` whole fast steps and a fixed-seed epoch to the
-readable step.
+beside it in its module, with the same signature and effect, built from the
+readable functions where the arithmetic allows; ``tests/test_kernels.py`` holds
+each kernel to its twin, ``tests/test_fast.py`` whole fast steps and a
+fixed-seed epoch to the readable step.
 
-==============================  ==============================  ==========================================  =====================================
-readable function               kernel                          twin (what it calls)                        test
-==============================  ==============================  ==========================================  =====================================
-``Tanh``/``Sigmoid``/...        ``bias_act``                    ``bias_act_numpy`` (the layer's forward)    test_kernels::test_bias_act
+=============================  ======================================  =========================================  =====================================
+readable function              kernel (its module)                     twin (what it calls)                       test
+=============================  ======================================  =========================================  =====================================
+``Tanh``/``Sigmoid``/...       ``activations.bias_act``                ``bias_act_numpy`` (the layer's forward)   test_kernels::test_bias_act
 ``.forward`` + ``Linear`` b
-``*.backward`` (activations)    ``bias_act_backward``           ``bias_act_backward_numpy`` (the layer)     test_kernels::test_bias_act_backward
-``bernoulli_log_likelihood``    ``bernoulli_head``              ``bernoulli_head_numpy`` (both functions)   test_kernels::test_bernoulli_head
+``*.backward`` (activations)   ``activations.bias_act_backward``       ``bias_act_backward_numpy`` (the layer)    test_kernels::test_bias_act_backward
+``bernoulli_log_likelihood``   ``heads.bernoulli_head``                ``bernoulli_head_numpy`` (both functions)  test_kernels::test_bernoulli_head
 and its ``_grad``
-``gaussian_log_likelihood``     ``gaussian_head``               ``gaussian_head_numpy`` (both + Sigmoid)    test_kernels::test_gaussian_head
+``gaussian_log_likelihood``    ``heads.gaussian_head``                 ``gaussian_head_numpy`` (both + Sigmoid)   test_kernels::test_gaussian_head
 and its ``_grad``
-``reparameterize``,             ``reparameterize_kl``           ``reparameterize_kl_numpy``                 test_kernels::test_reparameterize_kl
+``reparameterize``,            ``latent.reparameterize_kl``            ``reparameterize_kl_numpy``                test_kernels::test_reparameterize_kl
 ``kl_standard_normal``,
 ``log_standard_normal``,
 ``log_diag_gaussian``
-``reparameterize_backward``,    ``reparameterize_kl_backward``  ``reparameterize_kl_backward_numpy``        test_kernels::test_reparameterize_kl_backward
-``estimator_a_backward``,                                       (``estimator_a_backward``,
-``estimator_b_backward``                                        ``estimator_b_backward``, ...)
-``decayed_gradient`` +          ``sgd_step``                    ``sgd_step_numpy``                          test_kernels::test_optimizer_steps  
-``sgd_update``
-``decayed_gradient`` +          ``adagrad_step``                ``adagrad_step_numpy``                      test_kernels::test_optimizer_steps  
-``adagrad_update``
-``decayed_gradient`` +          ``adam_step``                   ``adam_step_numpy``                         test_kernels::test_optimizer_steps  
-``adam_update``
-(the three updates above,       ``sgd_part``,                   ``sgd_step_numpy`` etc. on the range        test_kernels::test_optimizer_parts
-on a range of the elements)     ``adagrad_part``,
-                                ``adam_part``
-``utils.check_matrix``          ``count_bad``                   ``count_bad_numpy``                         test_kernels::test_count_bad
-``np.count_nonzero``            ``count_nonzero``               ``count_nonzero_numpy``                     test_kernels::test_sparse_index_is_its_row_half_then_its_column_half
-``x @ W``, ``x.T @ G`` for a    ``sparse_index``,               ``sparse_index_numpy`` etc.                 test_kernels::test_sparse_index,
-mostly-zero x (``np.matmul``)   ``sparse_rows``,                (``np.nonzero``, ``np.matmul`` of the       test_kernels::test_sparse_matmul_is_the_dense_product
-                                ``sparse_columns``,             dense x)
-                                ``sparse_matmul(_t)``
-(the same, by a range of rows   ``sparse_matmul_rows``,         ``sparse_matmul_rows_numpy`` etc.           test_kernels::test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers
-of x or of x.T, no index)       ``sparse_matmul_t_rows``        (``np.matmul`` of the rows)
-``estimator_b``,                ``elbo_from_terms``             ``elbo_from_terms_numpy``                   test_kernels::test_elbo_from_terms_is_the_estimator
+``reparameterize_backward``,   ``latent.reparameterize_kl_backward``   ``reparameterize_kl_backward_numpy``       test_kernels::test_reparameterize_kl_backward
+``estimator_a_backward``,                                              (``estimator_a_backward``,
+``estimator_b_backward``                                               ``estimator_b_backward``, ...)
+``estimator_b``,               ``latent.elbo_from_terms``              ``elbo_from_terms_numpy``                  test_kernels::test_elbo_from_terms_is_the_estimator
 ``estimator_a`` (from the
 terms above)
-``bernoulli_log_likelihood``    ``bernoulli_ll``                ``bernoulli_ll_numpy``                      test_kernels::test_bernoulli_ll
+``decayed_gradient`` +         ``updates.sgd_step``                    ``sgd_step_numpy``                         test_kernels::test_optimizer_steps
+``sgd_update``
+``decayed_gradient`` +         ``updates.adagrad_step``                ``adagrad_step_numpy``                     test_kernels::test_optimizer_steps
+``adagrad_update``
+``decayed_gradient`` +         ``updates.adam_step``                   ``adam_step_numpy``                        test_kernels::test_optimizer_steps
+``adam_update``
+(the three updates above,      ``updates.sgd_part``,                   ``sgd_step_numpy`` etc. on the range       test_kernels::test_optimizer_parts
+on a range of the elements)    ``updates.adagrad_part``,
+                               ``updates.adam_part``
+``bernoulli_log_likelihood``   ``evaluation.bernoulli_ll``             ``bernoulli_ll_numpy``                     test_kernels::test_bernoulli_ll
 (forward only, evaluation)
-``gaussian_log_likelihood``     ``gaussian_ll``                 ``gaussian_ll_numpy`` (+ Sigmoid)           test_kernels::test_gaussian_ll
+``gaussian_log_likelihood``    ``evaluation.gaussian_ll``              ``gaussian_ll_numpy`` (+ Sigmoid)          test_kernels::test_gaussian_ll
 (forward only, evaluation)
-``evaluate.logmeanexp`` and     ``log_mean_exp_accumulate``     ``log_mean_exp_accumulate_numpy``           test_kernels::test_log_mean_exp_accumulate
+``evaluate.logmeanexp`` and    ``evaluation.log_mean_exp_accumulate``  ``log_mean_exp_accumulate_numpy``          test_kernels::test_log_mean_exp_accumulate
 ``np.logaddexp``
-``np.exp``/``tanh``/``log1p``   ``exp_``, ``tanh_``,            ``exp_array_numpy`` etc.                    test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
-                                ``log1p_unit``
-==============================  ==============================  ==========================================  =====================================
+``utils.check_matrix``         ``counts.count_bad``                    ``count_bad_numpy``                        test_kernels::test_count_bad
+``np.count_nonzero``           ``counts.count_nonzero``                ``count_nonzero_numpy``                    test_kernels::test_sparse_index_is_its_row_half_then_its_column_half
+``x @ W``, ``x.T @ G`` for a   ``sparse.sparse_index``,                ``sparse_index_numpy`` etc.                test_kernels::test_sparse_index,
+mostly-zero x (``np.matmul``)  ``sparse.sparse_rows``,                 (``np.nonzero``, ``np.matmul`` of the      test_kernels::test_sparse_matmul_is_the_dense_product
+                               ``sparse.sparse_columns``,              dense x)
+                               ``sparse.sparse_matmul(_t)``
+(the same, by a range of rows  ``sparse.sparse_matmul_rows``,          ``sparse_matmul_rows_numpy`` etc.          test_kernels::test_sparse_products_by_rows_need_no_index_and_give_the_indexed_numbers
+of x or of x.T, no index)      ``sparse.sparse_matmul_t_rows``         (``np.matmul`` of the rows)
+``np.exp``/``tanh``/``log1p``  ``elementary.exp_``,                    ``exp_array_numpy`` etc.                   test_kernels::test_exp_within_one_ulp_with_underflow_and_overflow
+                               ``elementary.tanh_``,
+                               ``elementary.log1p_unit``
+=============================  ======================================  =========================================  =====================================
 
 Two threads
 -----------
@@ -80,11 +81,12 @@ row for row; the tests run every agreement test both ways
 (``tests/test_fast.py``, ``tests/test_pair.py``). For the paper's shape (one
 hidden layer each side, a Bernoulli decoder), each thread's forward half and
 each backward half is one call without the GIL (:mod:`minivae.fast.fused`):
-the same kernels, and NumPy's own ``?gemm`` called from Numba the way
-``np.matmul`` calls it (:mod:`minivae.fast.blas`), so the numbers are bit for
-bit those of the same calls made from Python (``tests/test_fused.py``). If a
-kernel of :mod:`minivae.fast.kernels` has been replaced, the step makes its
-calls from Python, so the replacement is what runs.
+the forward pass of :mod:`minivae.fast.forward` and the backward rows, compiled,
+with NumPy's own ``?gemm`` called from Numba the way ``np.matmul`` calls it
+(:mod:`minivae.fast.blas`), so the numbers are bit for bit those of the same
+functions run as Python (``tests/test_fused.py``). If a kernel of
+:mod:`minivae.fast.kernels` has been replaced, the step runs them as Python,
+so the replacement is what runs.
 
 Evaluation
 ----------
@@ -106,7 +108,6 @@ import os
 import warnings
 
 from ..steps import AEVB
-from .eligibility import FastPathUnavailable, why_not
 
 __all__ = ["aevb_step", "FastAEVB", "FastPathWarning", "FastPathUnavailable", "why_not", "jit_enabled"]
 
@@ -124,6 +125,9 @@ def __getattr__(name):
     if name == "FastAEVB":                    # imported on first use: loading it compiles nothing, but loads Numba
         from .step import FastAEVB
         return FastAEVB
+    if name in ("FastPathUnavailable", "why_not"):   # (so python -m minivae.fast.eligibility runs it only once)
+        from . import eligibility
+        return getattr(eligibility, name)
     raise AttributeError(f"module 'minivae.fast' has no attribute {name!r}")
 
 
@@ -144,6 +148,7 @@ def aevb_step(model, optimizer, estimator="B", L=1, weight_decay=0.0, fast=True)
         asked for and the readable step is returned.
     """
     if fast:
+        from .eligibility import why_not
         reason = why_not(model, optimizer)
         if reason is None and not jit_enabled():
             reason = "Numba's JIT is disabled (NUMBA_DISABLE_JIT), so the kernels would run as slow Python"

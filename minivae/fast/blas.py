@@ -7,7 +7,9 @@ it, the worker sleeps and is woken only 30-80 us later on the virtual machines
 measured. :func:`gemm_into` makes the same ``?gemm`` call ``np.matmul`` makes
 (the same library, found through threadpoolctl; the same transpose flags and
 leading dimensions for the same views) from inside a Numba kernel, so a run of
-products and kernels can be one call without the GIL.
+products and kernels can be one call without the GIL. :func:`matmul_into` is the product a
+function written once for both (:mod:`minivae.fast.forward`) calls: ``np.matmul`` when the
+function runs as Python, :func:`gemm_into` when it runs compiled.
 
 ``ADDRESS`` holds, per dtype, the address of NumPy's ``cblas_sgemm`` /
 ``cblas_dgemm`` and whether its integers are 64-bit; it is empty when no
@@ -22,7 +24,7 @@ import numpy as np
 
 from .kernels import JIT_ENABLED
 
-__all__ = ["ADDRESS", "gemm_into", "available"]
+__all__ = ["ADDRESS", "gemm_into", "matmul_into", "available"]
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112     # the CBLAS enums
 
@@ -58,11 +60,20 @@ def available(dtype):
     return np.dtype(dtype) in ADDRESS
 
 
+def matmul_into(blas, a, b, out):
+    """``out = a @ b``; return whether it was made. From Python: ``np.matmul(a, b, out=out)``
+    (``blas`` is not read). From compiled code: :func:`gemm_into` with ``blas`` = ``ADDRESS[dtype]``,
+    the same ``?gemm`` call, which returns False, doing nothing, where ``np.matmul`` would not
+    call ``?gemm``."""
+    np.matmul(a, b, out=out)
+    return True
+
+
 if JIT_ENABLED:
     from llvmlite import ir
     from numba import njit, types
     from numba.core import cgutils
-    from numba.extending import intrinsic
+    from numba.extending import intrinsic, overload
 
     @intrinsic
     def _cblas_gemm(typingctx, address, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
@@ -120,6 +131,10 @@ if JIT_ENABLED:
             _cblas_gemm(address, flag_a, flag_b, np.int32(m), np.int32(n), np.int32(k), one, a, np.int32(lda),
                         b, np.int32(ldb), zero, out, np.int32(ldc))
         return True
+
+    @overload(matmul_into)
+    def _matmul_into_compiled(blas, a, b, out):
+        return lambda blas, a, b, out: gemm_into(blas[0], blas[1], a, b, out)
 else:  # pragma: no cover - without the JIT nothing calls it
     def gemm_into(address, ilp64, a, b, out):
         return False

@@ -1,7 +1,9 @@
 """When the fast path may run: only where it computes what the readable code would.
 
-The fast step replaces a list of readable functions and methods (:data:`REPLACED`)
-by fused kernels. It runs only if
+The fast step stands in for a list of readable functions and methods (:data:`REPLACED`):
+every function the readable step (``AEVB.__call__``) calls, down to the input checks, except
+the few it calls itself (:data:`SHARED`); ``tests/test_fast.py`` traces the readable step to
+hold the list to that. It runs only if
 
 - the model is built from the library's own classes (no subclass), with
   trunks of ``[Linear, activation] * k`` and a supported activation, and the
@@ -9,29 +11,38 @@ by fused kernels. It runs only if
 - no object carries a method of its own (an instance attribute replacing
   ``forward`` or ``backward``);
 - every replaced function is, statement for statement, the code the fast path
-  was verified against: its syntax tree (docstrings and comments left out) has
-  the fingerprint recorded in :data:`VERIFIED`. A student who edits
+  was verified against: its syntax tree, without its docstring, its comments and
+  the wording of its messages (:func:`fingerprint`), has the fingerprint recorded
+  in ``verified.json`` beside this module (:data:`VERIFIED`). A student who edits
   ``Tanh.backward`` in ``minivae/layers.py``, or assigns ``Tanh.backward = ...``
-  in a notebook, changes that fingerprint, and training runs the edited code.
+  in a notebook, changes that fingerprint, and training runs the edited code;
+  rewording an error message changes nothing.
 
 :func:`why_not` returns the first reason it finds, or None. When a developer
-changes a readable function on purpose, the tests (``tests/test_fast.py``) fail
-until the twin is checked again and the table is refreshed with
-``python -m minivae.fast.eligibility``, which prints it.
+changes a replaced function on purpose, the tests (``tests/test_fast.py``) fail
+until its twin is checked again (``tests/test_kernels.py``, ``tests/test_fast.py``)
+and the fingerprints are recorded again::
+
+    python -m minivae.fast.eligibility           # which fingerprints differ from the code as it stands
+    python -m minivae.fast.eligibility --write   # record the code as it stands in verified.json
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import hashlib
 import importlib
 import inspect
+import json
 import textwrap
+import weakref
+from pathlib import Path
 
 from .. import layers, model as model_module, optim
 
-__all__ = ["FastPathUnavailable", "why_not", "why_not_evaluate", "fingerprint", "EVAL_REPLACED", "EVAL_VERIFIED", "current_fingerprints", "REPLACED", "VERIFIED",
-           "layer_pairs"]
+__all__ = ["FastPathUnavailable", "why_not", "why_not_evaluate", "fingerprint", "current_fingerprints", "REPLACED",
+           "EVAL_REPLACED", "SHARED", "VERIFIED", "EVAL_VERIFIED", "VERIFIED_FILE", "layer_pairs"]
 
 
 class FastPathUnavailable(ValueError):
@@ -49,6 +60,7 @@ REPLACED = (
     "minivae.layers.Softplus.forward", "minivae.layers.Softplus.backward",
     "minivae.layers.Identity.forward", "minivae.layers.Identity.backward",
     "minivae.layers.Sequential.forward", "minivae.layers.Sequential.backward",
+    "minivae.estimator.check_estimator",
     "minivae.estimator.reparameterize", "minivae.estimator.reparameterize_backward",
     "minivae.estimator.kl_standard_normal", "minivae.estimator.kl_standard_normal_grad",
     "minivae.estimator.bernoulli_log_likelihood", "minivae.estimator.bernoulli_log_likelihood_grad",
@@ -63,95 +75,44 @@ REPLACED = (
     "minivae.model.BernoulliDecoder.log_likelihood", "minivae.model.BernoulliDecoder.log_likelihood_grad",
     "minivae.model.GaussianDecoder.forward", "minivae.model.GaussianDecoder.backward",
     "minivae.model.GaussianDecoder.log_likelihood", "minivae.model.GaussianDecoder.log_likelihood_grad",
-    "minivae.model.VAE._forward", "minivae.model.VAE.loss_and_grads", "minivae.model.VAE.sample_eps",
+    "minivae.model.VAE.check_x", "minivae.model.VAE.check_eps", "minivae.utils.check_matrix",
+    "minivae.model.VAE._forward", "minivae.model.VAE.loss_and_grads",
     "minivae.optim.decayed_gradient", "minivae.optim.sgd_update", "minivae.optim.adagrad_update",
     "minivae.optim.adam_update", "minivae.optim.Optimizer.step", "minivae.optim.Optimizer._slot",
     "minivae.optim.SGD._update", "minivae.optim.Adagrad._update", "minivae.optim.Adam._update",
     "minivae.steps.AEVB.__call__",
 )
 
-#: Fingerprints of :data:`REPLACED` as verified against the fast path (``python -m minivae.fast.eligibility``).
-VERIFIED = {
-    'minivae.layers.sigmoid': '6d93519e8bec7073',
-    'minivae.layers.softplus': '1de75730f6b729b6',
-    'minivae.layers.tanh_backward': '8890479c74803db2',
-    'minivae.layers.sigmoid_backward': '70be1a7927532345',
-    'minivae.layers.relu_backward': '8004a46fd61a395e',
-    'minivae.layers.softplus_backward': 'b2fe9b243a08dc64',
-    'minivae.layers.Linear.forward': '3bd0ad117330a339',
-    'minivae.layers.Linear.backward': '0ecdef7ba7d07ce9',
-    'minivae.layers.Tanh.forward': 'f510ff9eabb18d70',
-    'minivae.layers.Tanh.backward': '68fa4a824f6326d3',
-    'minivae.layers.Sigmoid.forward': 'c75a55e20a638e8a',
-    'minivae.layers.Sigmoid.backward': '6a74a64311f9c263',
-    'minivae.layers.ReLU.forward': '9f154759c93bb8aa',
-    'minivae.layers.ReLU.backward': '604ff8e07333d081',
-    'minivae.layers.Softplus.forward': 'a268688dde262fab',
-    'minivae.layers.Softplus.backward': 'c16f12955255638b',
-    'minivae.layers.Identity.forward': '2dafc97604351456',
-    'minivae.layers.Identity.backward': 'e15f25f623249974',
-    'minivae.layers.Sequential.forward': '9361fd7c5b4eb8b8',
-    'minivae.layers.Sequential.backward': 'e69533981f1957fc',
-    'minivae.estimator.reparameterize': 'fd81a2ef27fb948f',
-    'minivae.estimator.reparameterize_backward': 'd0300d68f906f847',
-    'minivae.estimator.kl_standard_normal': 'a22441e7fc453b60',
-    'minivae.estimator.kl_standard_normal_grad': '7774893ad1d55c29',
-    'minivae.estimator.bernoulli_log_likelihood': 'f56bce83559c58bd',
-    'minivae.estimator.bernoulli_log_likelihood_grad': '03c02871b0c123ca',
-    'minivae.estimator.gaussian_log_likelihood': '0a6b768d49d9b4ad',
-    'minivae.estimator.gaussian_log_likelihood_grad': '790ef8b45a9d2dbc',
-    'minivae.estimator.log_standard_normal': '5ac984547411689a',
-    'minivae.estimator.log_standard_normal_grad': '656e9cc38b8b0c6a',
-    'minivae.estimator.log_diag_gaussian': '47d7fc151f47a086',
-    'minivae.estimator.log_diag_gaussian_grad': 'd35c42a38483970c',
-    'minivae.estimator.estimator_a': '6d4cfeabdea4478b',
-    'minivae.estimator.estimator_a_backward': '002e663f9fe6aee1',
-    'minivae.estimator.estimator_b': 'a647a8e50865c0d7',
-    'minivae.estimator.estimator_b_backward': '7d72fc99f8b1bb7e',
-    'minivae.estimator.log_parameter_prior_grad': 'b2ba682a130ca371',
-    'minivae.model.GaussianEncoder.forward': '65e8fd0f35d56419',
-    'minivae.model.GaussianEncoder.backward': '7185743ddaeca905',
-    'minivae.model.BernoulliDecoder.forward': '19d2b8d62af75ca8',
-    'minivae.model.BernoulliDecoder.backward': 'd5521ffaea166769',
-    'minivae.model.BernoulliDecoder.log_likelihood': '0d5fdcacc6bb6a72',
-    'minivae.model.BernoulliDecoder.log_likelihood_grad': '57eaef72fe74fcf7',
-    'minivae.model.GaussianDecoder.forward': 'd3a9a7a09ad8d545',
-    'minivae.model.GaussianDecoder.backward': '652478e3fd8938fe',
-    'minivae.model.GaussianDecoder.log_likelihood': '74984f70fa313697',
-    'minivae.model.GaussianDecoder.log_likelihood_grad': '1d333dd23d8aa477',
-    'minivae.model.VAE._forward': '14618c2eaa5a4924',
-    'minivae.model.VAE.loss_and_grads': '804d75b2b0d9ab9c',
-    'minivae.model.VAE.sample_eps': '48a51d1693bfdc40',
-    'minivae.optim.decayed_gradient': '09a2864940fb1bed',
-    'minivae.optim.sgd_update': '9785e4c3c755e7fb',
-    'minivae.optim.adagrad_update': '968de8290b351ee5',
-    'minivae.optim.adam_update': '8afc397d64e0c290',
-    'minivae.optim.Optimizer.step': 'd3bf3a73f631d673',
-    'minivae.optim.Optimizer._slot': 'e110c305724e16cc',
-    'minivae.optim.SGD._update': '1b9095b7fd368a93',
-    'minivae.optim.Adagrad._update': '60d0a556fbec0614',
-    'minivae.optim.Adam._update': '0decae417d445509',
-    'minivae.steps.AEVB.__call__': '542f6339e3589aa4',
-}
-
 #: The readable evaluation functions whose results :mod:`minivae.fast.evaluate` reproduces
-#: (beyond :data:`REPLACED`, whose forward parts it also uses).
+#: (beyond :data:`REPLACED`, whose forward parts and checks it also stands in for).
 EVAL_REPLACED = (
-    "minivae.model.VAE.elbo", "minivae.model.VAE.log_importance_weights", "minivae.model.VAE.check_x",
-    "minivae.model.VAE.check_eps", "minivae.train.dataset_elbo", "minivae.evaluate.log_likelihood",
-    "minivae.evaluate.logmeanexp",
+    "minivae.model.VAE.elbo", "minivae.model.VAE.log_importance_weights", "minivae.train.dataset_elbo",
+    "minivae.evaluate.log_likelihood", "minivae.evaluate.logmeanexp",
 )
 
+#: Readable functions the readable step calls that the fast step and the fast evaluation call
+#: too (the noise is drawn by the model's own ``sample_eps``): an edit to one of them reaches
+#: both paths alike, so none is fingerprinted.
+SHARED = ("minivae.model.VAE.sample_eps", "minivae.utils.as_generator")
+
+#: The file of the verified fingerprints (``python -m minivae.fast.eligibility --write``).
+VERIFIED_FILE = Path(__file__).with_name("verified.json")
+
+
+def _read_verified():
+    """{"step": {...}, "evaluation": {...}} from :data:`VERIFIED_FILE`; empty tables if it cannot be read."""
+    try:
+        tables = json.loads(VERIFIED_FILE.read_text())
+        return {"step": dict(tables["step"]), "evaluation": dict(tables["evaluation"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"step": {}, "evaluation": {}}
+
+
+_TABLES = _read_verified()
+#: Fingerprints of :data:`REPLACED` as verified against the fast step (read from ``verified.json``).
+VERIFIED = _TABLES["step"]
 #: Fingerprints of :data:`EVAL_REPLACED` as verified against the fast evaluation.
-EVAL_VERIFIED = {
-    'minivae.model.VAE.elbo': '0408d9af0c294251',
-    'minivae.model.VAE.log_importance_weights': 'e214827a5401778b',
-    'minivae.model.VAE.check_x': '62623da7e93d1d08',
-    'minivae.model.VAE.check_eps': '2cf6fa9bcb3d921f',
-    'minivae.train.dataset_elbo': '4bda1ab3e4aa8051',
-    'minivae.evaluate.log_likelihood': '1fc063103e3cc970',
-    'minivae.evaluate.logmeanexp': '176ad2a3f5684590',
-}
+EVAL_VERIFIED = _TABLES["evaluation"]
 
 _SUPPORTED_OPTIMIZERS = (optim.SGD, optim.Adagrad, optim.Adam)
 _ACTIVATION_TYPES = tuple(layers.ACTIVATIONS.values())
@@ -171,8 +132,62 @@ def _resolve(qualified):
     raise ImportError(qualified)
 
 
+class _Blank(ast.NodeTransformer):
+    """Turns every string and f-string below the node it visits into ``""``."""
+
+    def visit_JoinedStr(self, node):
+        return ast.Constant("")
+
+    def visit_Constant(self, node):
+        return ast.Constant("") if isinstance(node.value, str) else node
+
+
+def _is_warn(func):
+    return ((isinstance(func, ast.Attribute) and func.attr == "warn" and isinstance(func.value, ast.Name)
+             and func.value.id == "warnings") or (isinstance(func, ast.Name) and func.id == "warn"))
+
+
+def _blank_messages(tree):
+    """Blank the wording of the messages in ``tree``, in place: every string in a ``raise``, in an
+    ``assert``'s message and in the arguments of ``warnings.warn``, and every f-string that is not
+    a key (a subscript, a dict key) or compared. A string that selects something stays, as code:
+    ``decoder == "bernoulli"``, ``params["W"]``, ``name + ".m"``."""
+    blank = _Blank()
+    keys = set()                         # f-strings that select something: left as they are
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript):
+            keys.add(id(node.slice))
+        elif isinstance(node, ast.Dict):
+            keys.update(id(k) for k in node.keys if k is not None)
+        elif isinstance(node, ast.Compare):
+            keys.update(id(operand) for operand in (node.left, *node.comparators))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            node.exc = blank.visit(node.exc)
+        elif isinstance(node, ast.Assert) and node.msg is not None:
+            node.msg = blank.visit(node.msg)
+        elif isinstance(node, ast.Call) and _is_warn(node.func):
+            node.args = [blank.visit(arg) for arg in node.args]
+            for keyword in node.keywords:
+                keyword.value = blank.visit(keyword.value)
+        for field, value in ast.iter_fields(node):
+            if isinstance(value, ast.JoinedStr) and id(value) not in keys:
+                setattr(node, field, ast.Constant(""))
+            elif isinstance(value, list):
+                setattr(node, field, [ast.Constant("") if isinstance(v, ast.JoinedStr) and id(v) not in keys else v
+                                      for v in value])
+
+
 def fingerprint(func):
-    """sha256 (16 hex digits) of a function's syntax tree without its docstring; None if it has no source."""
+    """sha256 (16 hex digits) of a function's syntax tree, without its docstring and its comments, and
+    with the wording of its messages blanked (:func:`_blank_messages`); None if it has no source.
+
+    So the fingerprint changes with what the function does, not with how it explains an error. It is
+    kept for the function object as long as its code object is the same (:func:`why_not` asks often).
+    """
+    known = _KNOWN.get(func) if inspect.isfunction(func) else None
+    if known is not None and known[0] is func.__code__:
+        return known[1]
     try:
         source = textwrap.dedent(inspect.getsource(func))
     except (OSError, TypeError):
@@ -191,7 +206,14 @@ def fingerprint(func):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             node.name = "_"
             break
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+    _blank_messages(tree)
+    digest = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()[:16]
+    if inspect.isfunction(func):
+        _KNOWN[func] = (func.__code__, digest)
+    return digest
+
+
+_KNOWN = weakref.WeakKeyDictionary()     # function -> (its code object, its fingerprint)
 
 
 def current_fingerprints(names=REPLACED):
@@ -201,14 +223,15 @@ def current_fingerprints(names=REPLACED):
 
 def _edited(names, verified):
     """The first of ``names`` whose code is not the verified one, as a reason; or None."""
+    if not verified:
+        return f"its record of the verified code ({VERIFIED_FILE.name}, beside {__name__}) is missing"
     for name in names:
         try:
             now = fingerprint(_resolve(name))
         except (ImportError, AttributeError):
             return f"{name} no longer exists"
         if now is None or now != verified.get(name):
-            return (f"{name} is not the code the fast path was verified against (it was edited or replaced), "
-                    "so the readable code runs as it stands")
+            return f"{name} is not the code the fast path was verified against (it was edited or replaced)"
     return None
 
 
@@ -278,10 +301,7 @@ def why_not(model, optimizer=None):
         g = model.grads.get(name)
         if p.dtype != model.dtype or g is None or g.dtype != model.dtype:
             return f"parameter {name} or its gradient is not of the model's dtype {model.dtype}"
-    reason = _edited(REPLACED, VERIFIED)
-    if reason is not None:
-        return reason.replace("so the readable", "so training runs the readable")
-    return None
+    return _edited(REPLACED, VERIFIED)
 
 
 def why_not_evaluate(model):
@@ -290,9 +310,38 @@ def why_not_evaluate(model):
     return why_not(model) or _edited(EVAL_REPLACED, EVAL_VERIFIED)
 
 
+def main(argv=None):
+    """``python -m minivae.fast.eligibility [--write]``: report the fingerprints that differ from the
+    code as it stands (exit status 1 if any), or record the code as it stands in ``verified.json``."""
+    parser = argparse.ArgumentParser(prog="python -m minivae.fast.eligibility", description=main.__doc__)
+    parser.add_argument("--write", action="store_true",
+                        help="record the code as it stands (after checking the fast path against it)")
+    args = parser.parse_args(argv)
+    now = {"step": current_fingerprints(REPLACED), "evaluation": current_fingerprints(EVAL_REPLACED)}
+    missing = [name for table in now.values() for name, value in table.items() if value is None]
+    if missing:
+        print(f"no source to fingerprint for {', '.join(missing)}")
+        return 1
+    if args.write:
+        VERIFIED_FILE.write_text(json.dumps({
+            "about": "fingerprints of the readable functions the fast path was verified against; "
+                     "written by python -m minivae.fast.eligibility --write",
+            **now}, indent=1) + "\n")
+        print(f"wrote {sum(map(len, now.values()))} fingerprints to {VERIFIED_FILE}")
+        return 0
+    recorded = _read_verified()
+    differ = [f"{table}: {name}: recorded {recorded[table].get(name)}, now {value}"
+              for table in now for name, value in now[table].items() if recorded[table].get(name) != value]
+    differ += [f"{table}: {name}: recorded, no longer replaced"
+               for table in now for name in recorded[table] if name not in now[table]]
+    if not differ:
+        print(f"{VERIFIED_FILE}: the {sum(map(len, now.values()))} fingerprints are those of the code as it stands")
+        return 0
+    print("\n".join(differ))
+    print("Check the fast path against the changed functions (tests/test_kernels.py, tests/test_fast.py), "
+          "then record them with --write.")
+    return 1
+
+
 if __name__ == "__main__":  # pragma: no cover - a developer's tool
-    for table, names in (("VERIFIED", REPLACED), ("EVAL_VERIFIED", EVAL_REPLACED)):
-        print(f"{table} = {{")
-        for key, value in current_fingerprints(names).items():
-            print(f"    {key!r}: {value!r},")
-        print("}")
+    raise SystemExit(main())

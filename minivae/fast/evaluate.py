@@ -69,13 +69,13 @@ class _Forward:
 
     def encode(self, x):
         """The raw heads product ``h @ [W_mu | W_lv]`` (M, 2J), biases not yet added."""
-        from . import kernels as K
+        from . import kernels
         inp = x
         for k, (lin, act) in enumerate(self.enc_layers):
             a = self._buf(f"enc_a{k}", len(x), lin.params["W"].shape[1])
             h = self._buf(f"enc_h{k}", len(x), lin.params["W"].shape[1])
             np.matmul(inp, lin.params["W"], out=a)                      # (M, H)
-            K.bias_act(a, lin.params["b"], act, h)
+            kernels.bias_act(a, lin.params["b"], act, h)
             inp = h
         heads = np.empty((len(x), 2 * self.J), dtype=self.model.dtype)
         np.matmul(inp, self.W_heads, out=heads)                         # (M, 2J)
@@ -83,18 +83,18 @@ class _Forward:
 
     def reparameterize(self, heads_raw, eps, estimator_a):
         """z (L*M, J), and the KL (M,) or log p(z) - log q(z|x) (L*M,), from the heads and eps (L, M, J)."""
-        from . import kernels as K
+        from . import kernels
         L, M, J = eps.shape
         heads = heads_raw.copy()                                        # the kernel adds the biases in place
         z = np.empty((L * M, J), dtype=self.model.dtype)
         kl = np.empty(M, dtype=self.model.dtype)
         log_ratio = np.empty(L * M, dtype=self.model.dtype)
-        K.reparameterize_kl(heads, self.b_mu, self.b_lv, eps, estimator_a, z, kl, log_ratio)
+        kernels.reparameterize_kl(heads, self.b_mu, self.b_lv, eps, estimator_a, z, kl, log_ratio)
         return z, kl, log_ratio
 
     def log_px_z(self, x, z):
         """log p(x|z) for the L*M rows of z (sample-major), decoded block by block: (L*M,)."""
-        from . import kernels as K
+        from . import kernels
         dec = self.model.decoder
         R = len(z)
         ll = np.empty(R, dtype=self.model.dtype)
@@ -107,19 +107,19 @@ class _Forward:
                 a = self._buf(f"dec_a{k}", BLOCK_ROWS, width)[:n]
                 h = self._buf(f"dec_h{k}", BLOCK_ROWS, width)[:n]
                 np.matmul(inp, lin.params["W"], out=a)                  # (n, H)
-                K.bias_act(a, lin.params["b"], act, h)
+                kernels.bias_act(a, lin.params["b"], act, h)
                 inp = h
             if dec.kind == "bernoulli":
                 out = self._buf("out_a", BLOCK_ROWS, self.model.D)[:n]
                 np.matmul(inp, dec.logits.params["W"], out=out)         # (n, D) logits, bias not yet added
-                K.bernoulli_ll(out, dec.logits.params["b"], x, r0, ll[r0:r1])
+                kernels.bernoulli_ll(out, dec.logits.params["b"], x, r0, ll[r0:r1])
             else:
                 out_m = self._buf("out_a", BLOCK_ROWS, self.model.D)[:n]
                 out_v = self._buf("out_a2", BLOCK_ROWS, self.model.D)[:n]
                 np.matmul(inp, dec.mean_layer.params["W"], out=out_m)
                 np.matmul(inp, dec.log_var.params["W"], out=out_v)
-                K.gaussian_ll(out_m, dec.mean_layer.params["b"], out_v, dec.log_var.params["b"], x,
-                              dec.sigmoid_mean, r0, ll[r0:r1])
+                kernels.gaussian_ll(out_m, dec.mean_layer.params["b"], out_v, dec.log_var.params["b"], x,
+                                    dec.sigmoid_mean, r0, ll[r0:r1])
         return ll
 
 
@@ -160,7 +160,7 @@ def fast_log_likelihood(model, x, K=5000, rng=None, batch_size=100, chunk=500, p
     if not _usable(model):
         return readable_evaluate.log_likelihood(model, x, K=K, rng=rng, batch_size=batch_size, chunk=chunk,
                                                 progress=progress)
-    from . import kernels as Kn
+    from . import kernels
     if K < 1:
         raise ValueError(f"K must be at least 1; got {K}.")
     rng = as_generator(rng)
@@ -180,6 +180,6 @@ def fast_log_likelihood(model, x, K=5000, rng=None, batch_size=100, chunk=500, p
             eps = model.check_eps(model.sample_eps(len(xb), k, rng), len(xb))   # (k, m, J), as the readable one
             z, _, log_ratio = fwd.reparameterize(heads, eps, True)              # log p(z) - log q(z|x)
             log_w = (fwd.log_px_z(xb, z) + log_ratio).reshape(k, len(xb))       # (k, m)
-            Kn.log_mean_exp_accumulate(log_w, total)
+            kernels.log_mean_exp_accumulate(log_w, total)
         out[start:start + len(xb)] = total - np.log(K)
     return out

@@ -13,6 +13,13 @@ and written in place, so checkpoints, evaluation and plots see one model.
 It refuses (:class:`FastPathUnavailable`, with the reason) any model or
 optimiser that :func:`minivae.fast.eligibility.why_not` does not recognise as
 the library's unchanged code.
+
+One call of :func:`fast_loss_and_grads` reads, in order: ``_Run`` (the checked
+inputs, the workspace, how the step runs), ``_forward`` (the forward pass of
+:mod:`minivae.fast.forward`, on this thread or by halves on two), the loss, then
+``_backward`` (each layer's gradients from the output down, each array's update
+right after its gradient: ``_weight_gradient``, on two threads
+``_weight_gradient_on_two``).
 """
 
 from __future__ import annotations
@@ -22,8 +29,7 @@ import numpy as np
 from ..optim import Adagrad, Adam, SGD, decayed_gradient
 from ..steps import AEVB, StepResult
 from ..run.threads import usable_cores
-from . import blas, fused
-from . import kernels as K
+from . import blas, forward, fused, kernels
 from .eligibility import FastPathUnavailable, layer_pairs, why_not
 from .pair import process_pair
 
@@ -92,7 +98,7 @@ class _Workspace:
         if model.decoder.kind == "gaussian":
             self.out_a2, self.out_da2 = new(R, D), new(R, D)     # the log-variance head
             self.dh_tmp = new(R, hs[-1] if hs else J)
-        self.index = None          # x's nonzero entries (kernels.sparse_index), made at the first one-thread sparse step
+        self.index = None    # x's nonzero entries (kernels.sparse_index), made at the first one-thread sparse step
 
     def sparse_index(self, x):
         """Index x's nonzero entries into buffers kept here (:func:`kernels.sparse_index`); return
@@ -101,7 +107,7 @@ class _Workspace:
             M, D = x.shape
             self.index = (np.empty(M + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype),
                           np.empty(D + 1, np.int64), np.empty(M * D, np.int32), np.empty(M * D, x.dtype))
-        K.sparse_index(x, *self.index)
+        kernels.sparse_index(x, *self.index)
         return self.index[:3], self.index[3:]
 
 
@@ -120,7 +126,7 @@ def _checked_x(model, x):
     if (isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype in (np.float32, np.float64) and x.shape[1] == model.D
             and len(x)):
         lo, hi = (0.0, 1.0) if model.decoder.support == "unit" else (-np.inf, np.inf)
-        if K.count_bad(x if x.flags.c_contiguous else np.ascontiguousarray(x), lo, hi) == 0:
+        if kernels.count_bad(x if x.flags.c_contiguous else np.ascontiguousarray(x), lo, hi) == 0:
             return x
     return model.check_x(x)  # raises the readable path's one-sentence error
 
@@ -130,7 +136,7 @@ def _checked_eps(model, eps, M):
     on any doubt, the readable check."""
     if (isinstance(eps, np.ndarray) and eps.ndim == 3 and eps.shape[1:] == (M, model.J) and len(eps)
             and eps.dtype == model.dtype and eps.flags.c_contiguous
-            and K.count_bad(eps.reshape(-1, model.J), -np.inf, np.inf) == 0):
+            and kernels.count_bad(eps.reshape(-1, model.J), -np.inf, np.inf) == 0):
         return eps
     return np.ascontiguousarray(model.check_eps(eps, M))  # raises the readable path's error, or converts
 
@@ -162,25 +168,15 @@ class _Updates:
         self.done += 1
 
 
-def _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1):
-    """Rows [r0, r1) of ``gW = h_in^T d_out``; ``sparse``: h_in is a mostly-zero x."""
-    if sparse:
-        K.sparse_matmul_t_rows(h_in, d_out, gW, r0, r1)
-    else:
-        np.matmul(h_in[:, r0:r1].T, d_out, out=gW[r0:r1])
-
-
-def _backward_rows(W, h_in, d_out, dx, gW, sparse, C, updates, compiled, r0, r1, half):
+def _backward_rows(W, h_in, d_out, dx, gW, sparse, updates, compiled, r0, r1, half):
     """W's rows [r0, r1) (input units): their columns of ``dx = d_out W^T`` (if dx is not None), their
-    rows of ``gW = h_in^T d_out``, then their update ``updates[half]`` (a task for the flat elements
-    [r0 C, r1 C) of W, or None); nothing else of W is read or written. ``compiled``: None, or
-    ``(flags, address, ilp64)`` to make the products in one call without the GIL
-    (:func:`fused.backward_rows`; the worker's half marks its start in ``flags``)."""
-    if compiled is None or not fused.backward_rows(compiled[0] if half else _NO_FLAGS, *compiled[1:], W, h_in, d_out,
-                                                   gW if dx is None else dx, dx is not None, gW, sparse, r0, r1):
-        if dx is not None:
-            np.matmul(d_out, W[r0:r1].T, out=dx[:, r0:r1])
-        _weight_grad_rows(h_in, d_out, gW, sparse, r0, r1)
+    rows of ``gW = h_in^T d_out`` (:func:`fused.backward_rows`), then their update ``updates[half]``
+    (a task for their flat elements of W, or None); nothing else of W is read or written.
+    ``compiled``: None, or ``(flags, blas)`` to make the products in one call without the GIL (the
+    worker's half marks its start in ``flags``)."""
+    args = (W, h_in, d_out, gW if dx is None else dx, dx is not None, gW, sparse, r0, r1)
+    if compiled is None or not fused.backward_rows(compiled[0] if half else _NO_FLAGS, compiled[1], *args):
+        fused.backward_rows_python(None, None, *args)
     if updates[half] is not None:
         f, args = updates[half]
         f(*args)
@@ -216,223 +212,213 @@ def fast_loss_and_grads(model, x, eps, estimator, workspaces, update=None, spars
     work on two threads, as that module describes; the numbers are the one-thread step's.
     """
     try:
-        return _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, pair)
+        run = _Run(model, x, eps, estimator, workspaces, sparse_input, pair)
+        _forward(run)
+        loss = -float(_mean(run.elbo))   # known before any gradient product: a non-finite loss changes no parameter
+        if update is not None and np.isfinite(loss):
+            run.updates = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {},
+                                   pair is not None)
+        _backward(run)
+        return loss, run.elbo
     finally:
         if pair is not None:
             pair.join()                  # an update left to the worker (or its work, after an error)
 
 
-def _loss_and_grads(model, x, eps, estimator, workspaces, update, sparse_input, pair):
-    x = _checked_x(model, x)
-    eps = _checked_eps(model, eps, len(x))
-    L, M, J = eps.shape
-    ws = _workspace(workspaces, model, M, L)
-    enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
-    if x.dtype != model.dtype or not x.flags.c_contiguous:
-        np.copyto(ws.x, x)
-        x = ws.x
-    sparse = bool(sparse_input and enc_layers and K.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
-    if sparse and pair is None:
-        by_rows, by_columns = ws.sparse_index(x)
+class _Run:
+    """One call of :func:`fast_loss_and_grads`: its checked inputs, its workspace and how it runs.
+
+    ``sparse``: the products with x skip its zeros; then ``index`` is x's index (the one-thread step)
+    or None (the two-thread step reads x's rows and columns itself). ``compiled``: None, or
+    ``(pair.flags, blas)`` for the two-thread step's compiled calls (:mod:`minivae.fast.fused`).
+    ``updates``: None, or the :class:`_Updates` applied during the backward pass.
+    """
+
+    def __init__(self, model, x, eps, estimator, workspaces, sparse_input, pair):
+        x = _checked_x(model, x)
+        eps = _checked_eps(model, eps, len(x))
+        L, M, J = eps.shape
+        ws = _workspace(workspaces, model, M, L)
+        if x.dtype != model.dtype or not x.flags.c_contiguous:
+            np.copyto(ws.x, x)
+            x = ws.x
+        self.model, self.ws, self.x, self.eps, self.pair = model, ws, x, eps, pair
+        self.estimator_a = estimator == "A"
+        self.sparse = bool(sparse_input and ws.enc_layers and kernels.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
+        self.index = ws.sparse_index(x) if self.sparse and pair is None else None
+        self.dout = model.dtype.type(-1.0 / M)           # d loss / d elbo_i
+        self.w = self.dout / L                           # d loss / d log p(x|z_l) for every l
+        self.elbo = np.empty(M, model.dtype)             # (M,), new: the caller may keep it
+        self.compiled = None
+        if pair is not None and blas.available(x.dtype) and fused.intact():
+            self.compiled = (pair.flags, blas.ADDRESS[x.dtype])
+        self.updates = None
+        enc = model.encoder
+        np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])      # [W_mu | W_lv]: both heads in one product
+        np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
+
+
+# --- the forward pass: minivae.fast.forward, on one thread or on two ------------------------------------
+
+def _forward(run):
+    """The forward pass (:func:`forward.forward_rows`): on this thread for the whole minibatch; with the
+    pair, the two halves of the minibatch at once, from x to the likelihood, without a wait between."""
+    ws, M = run.ws, len(run.x)
+    args = _forward_arguments(run)
+    if run.pair is None:                                 # the output biases' gradients written at once
+        db = [lin.grads["b"] for lin in ws.out_layers] + [None]
+        forward.forward_rows_python(None, None, True, run.index[0] if run.sparse else None, *args, db[0], db[1], 0, M)
+        return
+    compiled = run.compiled is not None and fused.compiled_forward(ws.enc_layers, ws.dec_layers, run.model.decoder.kind)
+    split = run.pair.rows(_forward_half, (run, args, compiled), M, ws.forward_work >= PAIR_MIN_WORK, marked=compiled)
+    for lin, parts in zip(ws.out_layers, (ws.parts, ws.parts2)):
+        _bias_grad(parts, split, lin.grads["b"])
+
+
+def _forward_half(run, args, compiled, m0, m1, half):
+    """Datapoints [m0, m1) of the forward pass on this thread (half 0) or the worker (half 1): in one
+    compiled call without the GIL if it can be, else as Python. The output biases' gradients of the
+    half's rows go to its own row of ``parts`` (and ``parts2``)."""
+    ws = run.ws
+    db = ws.parts[half], (ws.parts2[half] if run.model.decoder.kind == "gaussian" else None)
+    if compiled and forward.forward_rows(run.pair.flags if half else _NO_FLAGS, run.compiled[1], None, None, *args,
+                                         *db, m0, m1):
+        return
+    forward.forward_rows_python(None, None, None, None, *args, *db, m0, m1)
+
+
+def _layers(pairs, a, h):
+    """The ``(W, b, act, a, h)`` of each hidden layer of a trunk, for :func:`forward.forward_rows`."""
+    return tuple((lin.params["W"], lin.params["b"], act, a[k], h[k]) for k, (lin, act) in enumerate(pairs))
+
+
+def _forward_arguments(run):
+    """The arguments of :func:`forward.forward_rows` from ``x`` to ``elbo``: parameters and buffers."""
+    model, ws = run.model, run.ws
     enc, dec = model.encoder, model.decoder
-    estimator_a = estimator == "A"
+    bernoulli = gaussian = out_a2 = out_da2 = None
+    if dec.kind == "bernoulli":
+        bernoulli = (dec.logits.params["W"], dec.logits.params["b"])
+    else:
+        gaussian = (dec.mean_layer.params["W"], dec.mean_layer.params["b"], dec.log_var.params["W"],
+                    dec.log_var.params["b"], dec.sigmoid_mean)
+        out_a2, out_da2 = ws.out_a2, ws.out_da2
+    return (run.x, run.sparse, _layers(ws.enc_layers, ws.enc_a, ws.enc_h), ws.W_heads, ws.heads, enc.mu.params["b"],
+            enc.log_var.params["b"], run.eps, run.estimator_a, ws.z, ws.kl, ws.log_ratio,
+            _layers(ws.dec_layers, ws.dec_a, ws.dec_h), bernoulli, gaussian, run.w, ws.ll, ws.out_a, ws.out_da,
+            out_a2, out_da2, run.elbo)
 
-    def splits(lin, rows):
-        """Whether a layer's work over ``rows`` rows is worth two threads."""
-        return rows * lin.params["W"].size >= PAIR_MIN_WORK
 
-    dout = model.dtype.type(-1.0 / M)                    # d loss / d elbo_i
-    w = dout / L                                          # d loss / d log p(x|z_l) for every l
-    np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])
-    np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
-    elbo = np.empty(M, model.dtype)                      # (M,), new: the caller may keep it
-    compiled = None       # with the pair: (flags, BLAS address, ilp64) for the calls of minivae.fast.fused
-    if pair is not None and blas.available(x.dtype) and fused.intact():
-        compiled = (pair.flags, *blas.ADDRESS[x.dtype])
-    if pair is not None:
-        # the forward pass of datapoints [m0, m1) and of their L samples, on the calling thread; with the
-        # pair, the two halves of the minibatch at once, from x to the likelihood, without a wait between
-        fused_args = None
-        if len(enc_layers) == 1 and len(dec_layers) == 1 and dec.kind == "bernoulli" and compiled is not None:
-            (lin1, act1), (lind, actd) = enc_layers[0], dec_layers[0]
-            fused_args = (*blas.ADDRESS[x.dtype], sparse, x, lin1.params["W"], lin1.params["b"], act1,
-                          ws.enc_a[0], ws.enc_h[0], ws.W_heads, ws.heads, enc.mu.params["b"],
-                          enc.log_var.params["b"], eps, estimator_a, ws.z, ws.kl, ws.log_ratio, lind.params["W"],
-                          lind.params["b"], actd, ws.dec_a[0], ws.dec_h[0], dec.logits.params["W"],
-                          dec.logits.params["b"], w, ws.ll, ws.out_a, ws.out_da)
+# --- the backward pass, the update of each array right after its gradient -----------------------------
 
-        def forward_rows(m0, m1, half):
-            if fused_args is not None and fused.bernoulli_forward_rows(pair.flags if half else _NO_FLAGS, *fused_args,
-                                                                       ws.parts[half], elbo, m0, m1):
-                return                                   # the same, in one call without the GIL
-            inp = x
-            for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
-                if sparse and inp is x:
-                    K.sparse_matmul_rows(x, lin.params["W"], a, m0, m1)
-                else:
-                    np.matmul(inp[m0:m1], lin.params["W"], out=a[m0:m1])
-                K._bias_act_rows(a, lin.params["b"], act, h, m0, m1)
-                inp = h
-            np.matmul(inp[m0:m1], ws.W_heads, out=ws.heads[m0:m1])
-            K._reparameterize_kl_rows(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator_a,
-                                      ws.z, ws.kl, ws.log_ratio, m0, m1)
-            ws.parts[half] = 0.0
-            if dec.kind == "gaussian":
-                ws.parts2[half] = 0.0
-            for l in range(L):                           # rows l M + m of the decoder: sample l of datapoint m
-                r0, r1 = l * M + m0, l * M + m1
-                inp = ws.z
-                for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
-                    np.matmul(inp[r0:r1], lin.params["W"], out=a[r0:r1])
-                    K._bias_act_rows(a, lin.params["b"], act, h, r0, r1)
-                    inp = h
-                if dec.kind == "bernoulli":
-                    lin = dec.logits
-                    np.matmul(inp[r0:r1], lin.params["W"], out=ws.out_a[r0:r1])
-                    K._bernoulli_rows(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, ws.parts[half], r0, r1)
-                else:
-                    m_lin, v_lin = dec.mean_layer, dec.log_var
-                    np.matmul(inp[r0:r1], m_lin.params["W"], out=ws.out_a[r0:r1])
-                    np.matmul(inp[r0:r1], v_lin.params["W"], out=ws.out_a2[r0:r1])
-                    K._gaussian_rows(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean,
-                                     w, ws.ll, ws.out_da, ws.out_da2, ws.parts[half], ws.parts2[half], r0, r1)
-            K._elbo_rows(ws.ll, ws.kl, ws.log_ratio, estimator_a, elbo, m0, m1)
-
-        split = pair.rows(forward_rows, (), M, ws.forward_work >= PAIR_MIN_WORK, marked=fused_args is not None)
+def _backward(run):
+    """From the likelihood's gradient (``ws.out_da``) back to the encoder's first layer: each weight's
+    gradient (:func:`_weight_gradient`), through the decoder, z and the KL, and the encoder."""
+    model, ws, x = run.model, run.ws, run.x
+    enc, dec = model.encoder, model.decoder
+    enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
+    J = model.J
     h_enc = ws.enc_h[-1] if enc_layers else x
     h_dec = ws.dec_h[-1] if dec_layers else ws.z
     dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
-    if pair is not None:
-        for lin, parts in zip(ws.out_layers, (ws.parts, ws.parts2)):
-            _bias_grad(parts, split, lin.grads["b"])
-    else:
-        # encoder: h = act(x W + b) per hidden layer; [mu | log_var] = h [W_mu | W_lv] + b
-        inp = x
-        for (lin, act), a, h in zip(enc_layers, ws.enc_a, ws.enc_h):
-            if sparse and inp is x:
-                K.sparse_matmul(*by_rows, lin.params["W"], a)
-            else:
-                np.matmul(inp, lin.params["W"], out=a)   # (M, H)
-            K.bias_act(a, lin.params["b"], act, h)
-            inp = h
-        np.matmul(h_enc, ws.W_heads, out=ws.heads)       # (M, 2J)
-        K.reparameterize_kl(ws.heads, enc.mu.params["b"], enc.log_var.params["b"], eps, estimator_a,
-                            ws.z, ws.kl, ws.log_ratio)
-        # decoder on the L*M rows of z, then the likelihood and its gradient in one pass
-        inp = ws.z
-        for (lin, act), a, h in zip(dec_layers, ws.dec_a, ws.dec_h):
-            np.matmul(inp, lin.params["W"], out=a)       # (L*M, H)
-            K.bias_act(a, lin.params["b"], act, h)
-            inp = h
-        if dec.kind == "bernoulli":
-            lin = dec.logits
-            np.matmul(h_dec, lin.params["W"], out=ws.out_a)  # (L*M, D)
-            K.bernoulli_head(ws.out_a, lin.params["b"], x, w, ws.ll, ws.out_da, lin.grads["b"])
-        else:
-            m_lin, v_lin = dec.mean_layer, dec.log_var
-            np.matmul(h_dec, m_lin.params["W"], out=ws.out_a)
-            np.matmul(h_dec, v_lin.params["W"], out=ws.out_a2)
-            K.gaussian_head(ws.out_a, m_lin.params["b"], ws.out_a2, v_lin.params["b"], x, dec.sigmoid_mean, w,
-                            ws.ll, ws.out_da, ws.out_da2, m_lin.grads["b"], v_lin.grads["b"])
-        K.elbo_from_terms(ws.ll, ws.kl, ws.log_ratio, estimator_a, elbo)
-    if dec.kind == "gaussian":
-        m_lin, v_lin = dec.mean_layer, dec.log_var
-
-    # the bound is known now, before any gradient product: a non-finite loss changes no parameter
-    loss = -float(_mean(elbo))
-    upd = None
-    if update is not None and np.isfinite(loss):
-        upd = _Updates(update[0], model.params, update[1], update[2] if len(update) > 2 else {}, pair is not None)
-
-    def gradient_of_weight(lin, h_in, d_out, dx=None):
-        """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated; with
-        the pair, a layer worth splitting on two threads (beside the worker, if not)."""
-        if pair is not None and splits(lin, d_out.shape[0]):
-            return gradient_of_weight_on_two(lin, h_in, d_out, dx)
-        if dx is not None:
-            np.matmul(d_out, lin.params["W"].T, out=dx)
-        if sparse and h_in is x:
-            if pair is None:
-                K.sparse_matmul_t(*by_columns, d_out, lin.grads["W"])
-            else:                                        # (no index of x is made with the pair)
-                K.sparse_matmul_t_rows(x, d_out, lin.grads["W"], 0, len(lin.grads["W"]))
-        else:
-            np.matmul(h_in.T, d_out, out=lin.grads["W"])
-        if upd is not None:
-            upd(lin.params["W"], lin.grads["W"])
-            upd(lin.params["b"], lin.grads["b"])
-
-    def gradient_of_weight_on_two(lin, h_in, d_out, dx):
-        """gradient_of_weight on two threads: each takes half of W's rows (input units): their
-        columns of dx, their rows of dW, and their update, which reads and writes those rows alone.
-        A split layer below which the step goes on (dx wanted) leaves its update to the worker
-        instead, beside the small layers that follow on this thread."""
-        W, gW = lin.params["W"], lin.grads["W"]
-        n, C = W.shape
-        columns = sparse and h_in is x
-        if upd is not None and dx is not None:
-            pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, (None, None), compiled), n, True,
-                      marked=compiled is not None)
-            f, args = upd.task(W, gW)
-            if compiled is not None and f is K.adagrad_part:
-                pair.start((fused.adagrad_part, (pair.flags, *args)), marked=True)
-            else:
-                pair.start((f, args))                    # W is not read again in this step
-            upd.done += 1
-            upd(lin.params["b"], lin.grads["b"])
-            return
-        updates = (None, None)
-        if upd is not None:
-            h = n // 2 if n >= 2 else n
-            updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
-        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, C, updates, compiled), n, True,
-                  marked=compiled is not None)
-        if upd is not None:
-            if updates[0] is None:                       # the kernels cannot take W: the readable update
-                upd(W, gW)
-            else:
-                upd.done += 1
-            upd(lin.params["b"], lin.grads["b"])
-
-    def act_backward(dh, a, h, act, da, db):
-        """kernels.bias_act_backward; with the pair, its serial form (the worker may be running)."""
-        if pair is None:
-            K.bias_act_backward(dh, a, h, act, da, db)
-        else:
-            K._act_backward_rows(dh, a, h, act, da, db, 0, len(dh))
-
     if dec.kind == "bernoulli":
-        gradient_of_weight(dec.logits, h_dec, ws.out_da, dh)
+        _weight_gradient(run, dec.logits, h_dec, ws.out_da, dh)
     else:
-        gradient_of_weight(m_lin, h_dec, ws.out_da, dh)
-        gradient_of_weight(v_lin, h_dec, ws.out_da2, ws.dh_tmp)
+        _weight_gradient(run, dec.mean_layer, h_dec, ws.out_da, dh)
+        _weight_gradient(run, dec.log_var, h_dec, ws.out_da2, ws.dh_tmp)
         dh += ws.dh_tmp                                  # two paths meet at h
 
     # decoder trunk, backward
     for k in reversed(range(len(dec_layers))):
         lin, act = dec_layers[k]
-        act_backward(ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
-        gradient_of_weight(lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else ws.dz)
+        _act_backward(run, ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
+        _weight_gradient(run, lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else ws.dz)
 
     # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
-    K.reparameterize_kl_backward(ws.dz, eps, ws.heads, ws.z, dout, w, estimator_a,
-                                 ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
+    kernels.reparameterize_kl_backward(ws.dz, run.eps, ws.heads, ws.z, run.dout, run.w, run.estimator_a,
+                                       ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
     np.matmul(h_enc.T, ws.dheads, out=ws.gW_heads)       # (H, 2J)
     np.copyto(enc.mu.grads["W"], ws.gW_heads[:, :J])
     np.copyto(enc.log_var.grads["W"], ws.gW_heads[:, J:])
     if enc_layers:
         np.matmul(ws.dheads, ws.W_heads.T, out=ws.enc_dh[-1])   # both heads meet at h (the copy of W: as before)
-    if upd is not None:
+    if run.updates is not None:
         for head in (enc.mu, enc.log_var):
-            upd(head.params["W"], head.grads["W"])
-            upd(head.params["b"], head.grads["b"])
+            run.updates(head.params["W"], head.grads["W"])
+            run.updates(head.params["b"], head.grads["b"])
     for k in reversed(range(len(enc_layers))):
         lin, act = enc_layers[k]
-        act_backward(ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
-        gradient_of_weight(lin, ws.enc_h[k - 1] if k else x, ws.enc_da[k], ws.enc_dh[k - 1] if k else None)
-    if upd is not None and upd.done != len(model.params):        # a parameter the model has beyond these
-        raise RuntimeError(f"the fused update reached {upd.done} of {len(model.params)} parameters.")
-    return loss, elbo
+        _act_backward(run, ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
+        _weight_gradient(run, lin, ws.enc_h[k - 1] if k else x, ws.enc_da[k], ws.enc_dh[k - 1] if k else None)
+    if run.updates is not None and run.updates.done != len(model.params):   # a parameter the model has beyond these
+        raise RuntimeError(f"the fused update reached {run.updates.done} of {len(model.params)} parameters.")
+
+
+def _act_backward(run, dh, a, h, act, da, db):
+    """kernels.bias_act_backward; with the pair, its serial form (the worker may be running)."""
+    if run.pair is None:
+        kernels.bias_act_backward(dh, a, h, act, da, db)
+    else:
+        kernels._act_backward_rows(dh, a, h, act, da, db, 0, len(dh))
+
+
+def _splits(lin, rows):
+    """Whether a layer's work over ``rows`` rows is worth two threads."""
+    return rows * lin.params["W"].size >= PAIR_MIN_WORK
+
+
+def _weight_gradient(run, lin, h_in, d_out, dx=None):
+    """dx = d_out W^T (W before its update), then dW = h_in^T d_out, then W and b updated; with the
+    pair, a layer worth splitting on two threads (:func:`_weight_gradient_on_two`), the others here,
+    beside the worker."""
+    if run.pair is not None and _splits(lin, d_out.shape[0]):
+        return _weight_gradient_on_two(run, lin, h_in, d_out, dx)
+    if dx is not None:
+        np.matmul(d_out, lin.params["W"].T, out=dx)
+    if run.sparse and h_in is run.x:
+        if run.pair is None:
+            kernels.sparse_matmul_t(*run.index[1], d_out, lin.grads["W"])
+        else:                                            # (no index of x is made with the pair)
+            kernels.sparse_matmul_t_rows(run.x, d_out, lin.grads["W"], 0, len(lin.grads["W"]))
+    else:
+        np.matmul(h_in.T, d_out, out=lin.grads["W"])
+    if run.updates is not None:
+        run.updates(lin.params["W"], lin.grads["W"])
+        run.updates(lin.params["b"], lin.grads["b"])
+
+
+def _weight_gradient_on_two(run, lin, h_in, d_out, dx):
+    """:func:`_weight_gradient` on two threads: each takes half of W's rows (input units): their
+    columns of dx, their rows of dW, and their update, which reads and writes those rows alone.
+    A split layer below which the step goes on (dx wanted) leaves its update to the worker
+    instead, beside the small layers that follow on this thread."""
+    pair, upd, compiled = run.pair, run.updates, run.compiled
+    W, gW = lin.params["W"], lin.grads["W"]
+    n, C = W.shape
+    columns = run.sparse and h_in is run.x
+    if upd is not None and dx is not None:
+        pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, (None, None), compiled), n, True,
+                  marked=compiled is not None)
+        f, args = upd.task(W, gW)
+        if compiled is not None and f is kernels.adagrad_part:
+            pair.start((fused.adagrad_part, (pair.flags, *args)), marked=True)
+        else:
+            pair.start((f, args))                        # W is not read again in this step
+        upd.done += 1
+        upd(lin.params["b"], lin.grads["b"])
+        return
+    updates = (None, None)
+    if upd is not None:
+        h = n // 2 if n >= 2 else n
+        updates = (upd.task(W, gW, 0, h * C), upd.task(W, gW, h * C, W.size))
+    pair.rows(_backward_rows, (W, h_in, d_out, dx, gW, columns, updates, compiled), n, True,
+              marked=compiled is not None)
+    if upd is not None:
+        if updates[0] is None:                           # the kernels cannot take W: the readable update
+            upd(W, gW)
+        else:
+            upd.done += 1
+        upd(lin.params["b"], lin.grads["b"])
 
 
 def _flat(arrays):
@@ -474,17 +460,19 @@ def _update_task(optimizer, name, p, g, weight_decay, views=None, serial=False, 
     if kind is Adagrad:
         flat = flatten((p, g, optimizer._slot(name, p)))
         if flat is not None:
-            return (K.adagrad_part if part else K.adagrad_step), (*flat, optimizer.lr, optimizer.eps,
-                                                                   weight_decay, *part)
+            kernel = kernels.adagrad_part if part else kernels.adagrad_step
+            return kernel, (*flat, optimizer.lr, optimizer.eps, weight_decay, *part)
     elif kind is Adam:
         flat = flatten((p, g, optimizer._slot(name + ".m", p), optimizer._slot(name + ".v", p)))
         if flat is not None:
-            return (K.adam_part if part else K.adam_step), (*flat, optimizer.t, optimizer.lr, optimizer.beta1,
-                                                             optimizer.beta2, optimizer.eps, weight_decay, *part)
+            kernel = kernels.adam_part if part else kernels.adam_step
+            return kernel, (*flat, optimizer.t, optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
+                            weight_decay, *part)
     elif kind is SGD:
         flat = flatten((p, g))
         if flat is not None:
-            return (K.sgd_part if part else K.sgd_step), (*flat, optimizer.lr, weight_decay, *part)
+            kernel = kernels.sgd_part if part else kernels.sgd_step
+            return kernel, (*flat, optimizer.lr, weight_decay, *part)
     if lo is not None and (lo, hi) != (0, p.size):
         return None
     return optimizer._update, (name, p, decayed_gradient(g, p, weight_decay))
@@ -522,11 +510,11 @@ class FastAEVB(AEVB):
     on one thread in each (:mod:`minivae.fast.pair`); False on the calling
     thread, with BLAS's own threads for the products; None (the default)
     chooses True when NumPy's BLAS runs on exactly two threads at the first
-    step and two cores are usable (:meth:`takes_two_threads`). On the 2-core
-    benchmark machine the two-thread MNIST step was 1.18x (float32) and 1.10x
-    (float64) faster than the one-thread step with two BLAS threads
-    (``docs/performance.md``). More BLAS threads than two keep BLAS's threading
-    (not measured against the pair).
+    step and two cores are usable (:meth:`takes_two_threads`). On a 2-core
+    machine the two-thread MNIST step was 1.26x (float32) and 1.22x (float64)
+    faster than the one-thread step with two BLAS threads (the row "two threads
+    / one + BLAS's" of ``benchmarks/bench_train.py``; ``docs/architecture.md``).
+    More BLAS threads than two keep BLAS's threading (not measured against the pair).
 
     ``sparse_input``: True lets the two products with a mostly-zero x skip its
     zeros (see :func:`fast_loss_and_grads`); False keeps them dense; None (the
