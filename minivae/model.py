@@ -24,6 +24,8 @@ as this code unchanged.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import estimator as est
@@ -250,8 +252,25 @@ class VAE:
         return self.decoder.params
 
     # -- input checks ----------------------------------------------------------
+    #: True while x comes from data checked as a whole beforehand (:meth:`checked_data`).
+    x_checked = False
+
+    @contextlib.contextmanager
+    def checked_data(self):
+        """While active, :meth:`check_x` takes each x as checked already (an (M, D) array of the
+        model's dtype, in the decoder's support): :func:`minivae.train.fit` checks its data sets
+        once, then trains and evaluates here, so no minibatch is scanned again."""
+        before, self.x_checked = self.x_checked, True
+        try:
+            yield self
+        finally:
+            self.x_checked = before
+
     def check_x(self, x):
-        """Return x as a checked (M, D) array of the model's dtype (one clear error otherwise)."""
+        """Return x as a checked (M, D) array of the model's dtype (one clear error otherwise);
+        inside :meth:`checked_data`, x as it is."""
+        if self.x_checked:
+            return x
         x = check_matrix(x, "x", n_cols=self.D, support=self.decoder.support)
         return x.astype(self.dtype, copy=False)
 
@@ -302,7 +321,7 @@ class VAE:
         mu, log_var, z, out, log_px_z = self._forward(x, eps)
         return log_px_z + est.log_standard_normal(z) - est.log_diag_gaussian(z, mu, log_var)
 
-    def loss_and_grads(self, x, eps, estimator="B", checked=False):
+    def loss_and_grads(self, x, eps, estimator="B"):
         """-ELBO per datapoint, and its gradient in ``self.grads`` (Algorithm 1's g).
 
         Parameters
@@ -312,9 +331,6 @@ class VAE:
             Pre-drawn noise; the same eps is used forward and backward.
         estimator : {"A", "B"}
             SGVB estimator A (eq. 6) or B (eq. 7).
-        checked : bool
-            True when x was checked already (:meth:`check_x`; :func:`minivae.train.fit`
-            checks the whole training set once): it is not scanned again.
 
         Returns
         -------
@@ -329,7 +345,7 @@ class VAE:
         prior is applied (:func:`minivae.optim.decayed_gradient`).
         """
         est.check_estimator(estimator)
-        x = x if checked else self.check_x(x)
+        x = self.check_x(x)
         eps = self.check_eps(eps, len(x))
         L, M, J = eps.shape
         mu, log_var, z, out, log_px_z = self._forward(x, eps)

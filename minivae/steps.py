@@ -38,16 +38,10 @@ What the base class gives
 ``evaluator()``
     The function that computes the recorded bound for this step's model:
     :func:`minivae.train.dataset_elbo`; the fast step gives its fused twin.
-``x_checked``, ``checked_data()``
-    Called on its own, a step checks every x it is given (a NaN, a pixel
-    outside [0, 1]: one clear error). :func:`minivae.train.fit` checks the
-    whole training set once, then runs the step inside ``checked_data()``,
-    where ``x_checked`` is True and a minibatch is not scanned again.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -81,21 +75,8 @@ class TrainingStep:
     name = "step"
     #: Which code computes the step, as ``minivae train`` reports it.
     code_path = "readable NumPy"
-    #: True while x comes from data checked beforehand (see :meth:`checked_data`).
-    x_checked = False
-
     def __init__(self, model):
         self.model = model
-
-    @contextlib.contextmanager
-    def checked_data(self):
-        """While active, the step takes each x as checked already: an (M, D) array of the model's dtype
-        with values in the decoder's support. :func:`minivae.train.fit` checks its data once, then runs here."""
-        before, self.x_checked = self.x_checked, True
-        try:
-            yield self
-        finally:
-            self.x_checked = before
 
     def evaluator(self):
         """The recorded bound's function, ``(model, x, rng, estimator=...) -> float`` (nats per datapoint)."""
@@ -169,7 +150,7 @@ class AEVB(TrainingStep):
 
     def __call__(self, x, idx, rng):
         eps = self.model.sample_eps(len(x), self.L, rng)                      # (L, M, J)
-        loss, elbo = self.model.loss_and_grads(x, eps, self.estimator, checked=self.x_checked)   # -ELBO per datapoint
+        loss, elbo = self.model.loss_and_grads(x, eps, self.estimator)   # -ELBO per datapoint
         if np.isfinite(loss):
             self.optimizer.step(self.model.params, self.model.grads, weight_decay=self.weight_decay)
         return StepResult(loss, elbo)

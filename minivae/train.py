@@ -199,7 +199,7 @@ def fit(model, step, x_train, x_test=None, *, M=100, L=1, estimator="B", samples
     try:
         for hook in hooks:
             hook.start(loop)
-        with step.checked_data(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with model.checked_data(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             while loop.step < plan.total_steps:
                 idx = loop.next_batch(plan)                 # (M,) rows; an epoch is one permutation
                 x = x_train[idx]                            # (M, D)

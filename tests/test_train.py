@@ -299,13 +299,30 @@ def test_fit_checks_the_data_once_and_a_step_on_its_own_checks_every_minibatch(m
         calls.clear()
         fit(model, step, x, None, M=10, samples=300, eval_points=1, eval_train_size=20, progress=False)
         assert (10, 12) not in calls, type(step).__name__       # 30 steps, no minibatch scanned again
-        assert not step.x_checked                              # only while fit runs
+        assert not model.x_checked                             # only while fit runs
         bad = np.where(x[:10] > 0.9, np.nan, x[:10])
         with pytest.raises(ValueError, match="x contains .* NaN or infinite value"):
             step(bad, np.arange(10), np.random.default_rng(0))  # called on its own: the clear error
-    with step.checked_data():
-        assert step.x_checked
-    assert not step.x_checked
+    with model.checked_data():
+        assert model.x_checked
+    assert not model.x_checked
+
+
+def test_a_loss_and_grads_written_with_the_papers_arguments_is_what_fit_trains(monkeypatch):
+    """A student's (or the bug zoo's) VAE.loss_and_grads(x, eps, estimator) needs no other argument:
+    fit's single check of the data lives in VAE.check_x, not in the signature."""
+    x, xt = _toy()
+    stock = _trajectory(x, xt)
+    readable = VAE.loss_and_grads
+
+    def halved(self, x, eps, estimator="B"):
+        loss, elbo = readable(self, x, eps, estimator)
+        for g in self.grads.values():
+            g *= 0.5
+        return loss, elbo
+    monkeypatch.setattr(VAE, "loss_and_grads", halved)
+    planted = _trajectory(x, xt)
+    assert any(not np.array_equal(stock[k], planted[k]) for k in stock)
 
 
 def test_hooks_run_at_their_named_points(monkeypatch):

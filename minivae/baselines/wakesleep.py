@@ -50,7 +50,7 @@ from ..utils import check_scalar
 __all__ = ["wake_loss_and_grads", "sleep_loss_and_grads", "dream", "WakeSleep"]
 
 
-def wake_loss_and_grads(model, x, eps, checked=False):
+def wake_loss_and_grads(model, x, eps):
     """Wake phase: -[log p(x|z) + log p(z)] per datapoint, z from the encoder held as data.
 
     Parameters
@@ -60,8 +60,6 @@ def wake_loss_and_grads(model, x, eps, checked=False):
         Real data.
     eps : ndarray, shape (L, M, J)
         Pre-drawn N(0, I) noise: z = mu + sigma * eps, the encoder's sample.
-    checked : bool
-        True when x was checked already (as in ``VAE.loss_and_grads``): not scanned again.
 
     Returns
     -------
@@ -72,7 +70,7 @@ def wake_loss_and_grads(model, x, eps, checked=False):
     encoder's gradients are not touched: z is treated as observed, so nothing
     reaches phi. log p(z) has no theta, so only log p(x|z) has a gradient.
     """
-    x = x if checked else model.check_x(x)
+    x = model.check_x(x)
     eps = model.check_eps(eps, len(x))
     L, M, J = eps.shape
     mu, log_var = model.encoder.forward(x)                       # (M, J) each
@@ -186,7 +184,7 @@ class WakeSleep(TrainingStep):
     def __call__(self, x, idx, rng):
         model = self.model
         eps = model.sample_eps(len(x), self.L, rng)                    # (L, M, J)
-        wake = wake_loss_and_grads(model, x, eps, self.x_checked)      # fills the decoder's grads
+        wake = wake_loss_and_grads(model, x, eps)                      # fills the decoder's grads
         z, x_dream = dream(model, len(x), rng)                         # from theta before this step's update
         sleep = sleep_loss_and_grads(model, z, x_dream)                # fills the encoder's grads
         loss = wake + sleep
