@@ -1,6 +1,7 @@
-"""Shared fixtures: where the real data sets live, and float64 by default."""
+"""Shared fixtures: where the real data sets live, float64 by default, and Ctrl-C as a terminal delivers it."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,15 @@ def data_dir():
     if not (d / "mnist").is_dir():
         pytest.skip(f"real data not found at {d} (set MINIVAE_DATA to the folder holding mnist/, frey/, binarized_mnist/)")
     return d
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT handled as in an interactive Python session: it raises KeyboardInterrupt.
+
+    A suite started in the background (``cmd &`` in a script, nohup, some CI runners) inherits SIGINT
+    ignored; Python then keeps it ignored, and neither SIGINT nor ``_thread.interrupt_main()`` raises
+    anything. Tests of what Ctrl-C does set the handling they test, and put back what was there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

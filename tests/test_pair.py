@@ -166,7 +166,7 @@ class _Sleeps:
             return self.changed.wait_for(lambda: self.calls >= n, HANG_GUARD_S)
 
 
-def test_an_interrupt_while_waiting_is_raised_once_the_worker_is_done():
+def test_an_interrupt_while_waiting_is_raised_once_the_worker_is_done(ctrl_c_raises):
     """Ctrl-C during a step: the worker writes arrays the step owns, so join() returns (raising
     KeyboardInterrupt) only after the worker's task ended; nothing goes on writing afterwards.
 

@@ -161,7 +161,10 @@ def test_trivial_bound_is_the_pixelwise_model():
     assert np.isfinite(value) and value > trivial_bound(g + np.array([[0.0, 0.5], [0.0, -0.5]]), "gaussian")
 
 
-def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_so(tmp_path):
+@pytest.mark.parametrize("before", [signal.default_int_handler, signal.SIG_IGN], ids=["terminal", "background"])
+def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_so(tmp_path, before):
+    """Also when the process started with SIGINT ignored (a background job): ``kill -INT`` still stops
+    it cleanly, and the handling it started with is put back."""
     x, xt = _toy()
     ck = tmp_path / "ck.npz"
     model = VAE(12, 6, 2, random_state=1)
@@ -175,12 +178,16 @@ def test_sigint_finishes_the_step_writes_a_checkpoint_and_says_so(tmp_path):
                 signal.raise_signal(signal.SIGINT)
             return result
 
-    with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after step 5") as err:
-        fit(model, Interrupting(model, Adagrad(0.05)), x, xt, M=10, samples=1000, checkpoint=ck,
-            progress=False, catch_signals=True)
+    previous = signal.signal(signal.SIGINT, before)
+    try:
+        with pytest.raises(TrainingInterrupted, match="SIGINT received: stopped after step 5") as err:
+            fit(model, Interrupting(model, Adagrad(0.05)), x, xt, M=10, samples=1000, checkpoint=ck,
+                progress=False, catch_signals=True)
+        assert signal.getsignal(signal.SIGINT) is before                       # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert err.value.step == 5 and err.value.signum == signal.SIGINT
     assert int(load_checkpoint(ck)["loop"]["step"]) == 5
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler      # restored
 
 
 # --- the seam: the loop trains whatever readable code the step runs --------------------------
