@@ -176,7 +176,10 @@ def resume_training(path, model, step, loop, describe, N):
     try:
         loop.rng.bit_generator.state = ck["rng_states"]["train"]
         loop.eval_rng.bit_generator.state = ck["rng_states"]["eval"]
-        loop.history = {k: list(ck["history"][k]) for k in loop.history}
+        history = dict(ck["history"])
+        for key in ("train_se", "test_se"):          # a run saved before the standard errors were recorded
+            history.setdefault(key, [None] * len(history["samples"]))
+        loop.history = {k: list(history[k]) for k in loop.history}
         saved = ck["loop"]
         loop.step, loop.epoch, loop.batch = int(saved["step"]), int(saved["epoch"]), int(saved["batch"])
         loop.perm = np.array(saved["perm"], dtype=np.int64) if saved["perm"].size else None

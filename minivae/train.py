@@ -156,16 +156,18 @@ def fit(model, step, x_train, x_test=None, *, M=100, L=1, estimator="B", samples
         Called after each evaluation point.
     on_checkpoint : callable(path) or None
         Called after each checkpoint is written.
-    evaluate : callable(model, x, rng, estimator=...) -> float, or None
-        Computes a recorded bound; by default the step's own (:meth:`TrainingStep.evaluator`:
-        :func:`dataset_elbo`, or its fused twin for the fast step).
+    evaluate : callable(model, x, rng, estimator=...) -> float or (float, float), or None
+        Computes a recorded bound, or a bound and its standard error (as
+        :func:`minivae.baselines.marginal.dataset_marginal_likelihood`); by default the step's
+        own (:meth:`TrainingStep.evaluator`: :func:`dataset_elbo`, or its fused twin for the fast step).
     catch_signals : bool
         SIGINT (Ctrl-C) and SIGTERM finish the current step, write a checkpoint
         and raise :class:`TrainingInterrupted` (main thread only).
 
     Returns
     -------
-    history : dict of lists "samples", "train_elbo", "test_elbo", "seconds", "epoch".
+    history : dict of lists "samples", "train_elbo", "test_elbo", "train_se", "test_se", "seconds", "epoch".
+        "train_se" and "test_se" are the standard errors the evaluator gave (None where it gave none).
 
     Raises
     ------
@@ -300,7 +302,8 @@ class LoopState:
     @classmethod
     def new(cls, seed):
         return cls(np.random.default_rng(seed), np.random.default_rng([seed, 1]),
-                   {"samples": [], "train_elbo": [], "test_elbo": [], "seconds": [], "epoch": []})
+                   {"samples": [], "train_elbo": [], "test_elbo": [], "train_se": [], "test_se": [],
+                    "seconds": [], "epoch": []})
 
     def next_batch(self, plan):
         """The rows of the next minibatch, (M,); a new epoch draws a new permutation."""
@@ -400,9 +403,11 @@ class Evaluation(Hook):
             return
         h, M = loop.history, self.plan.M
         h["samples"].append(loop.step * M)
-        h["train_elbo"].append(self.evaluate(self.model, self.x_train, loop.eval_rng, estimator=self.estimator))
-        h["test_elbo"].append(self.evaluate(self.model, self.x_test, loop.eval_rng, estimator=self.estimator)
-                              if self.x_test is not None else float("nan"))
+        for which, x in (("train", self.x_train), ("test", self.x_test)):
+            value = self.evaluate(self.model, x, loop.eval_rng, estimator=self.estimator) if x is not None else np.nan
+            mean, se = value if isinstance(value, tuple) else (value, None)   # an evaluator may give its error
+            h[f"{which}_elbo"].append(float(mean))
+            h[f"{which}_se"].append(None if se is None else float(se))
         h["seconds"].append(loop.seconds())
         h["epoch"].append(loop.step * M / self.plan.N)
         self.guard.check_bound(h, loop.step)

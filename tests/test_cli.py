@@ -28,7 +28,7 @@ def test_train_evaluate_sample_plot_on_real_mnist(tmp_path, data_dir, capsys):
     assert cfg["dataset"] == "mnist" and cfg["H"] == 20 and cfg["samples"] == 3000 and cfg["lr"] == 0.02
     history = json.loads((out / "history.json").read_text())
     assert history["samples"][-1] == 3000 and len(history["test_elbo"]) == 4
-    assert (out / "history.csv").read_text().splitlines()[0] == "samples,epoch,seconds,train_elbo,test_elbo"
+    assert (out / "history.csv").read_text().splitlines()[0] == "samples,epoch,seconds,train_elbo,test_elbo,train_se,test_se"
 
     assert main(["evaluate", str(out), "-K", "20", "-n", "30", "--no-progress"]) == 0
     ev = json.loads((out / "evaluation.json").read_text())

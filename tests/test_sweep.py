@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.container import ErrorbarContainer
 
 from fake_data import fake_mnist_splits
 from minivae.run import cli
@@ -57,7 +58,7 @@ def test_figure3_cells_are_the_papers_settings():
     assert len(cells) == 6
     for cell in cells:
         cfg = _config(cell)
-        assert (cfg.J, cfg.H, cfg.dataset, cfg.record, cfg.eval_train_size) == (3, 100, "mnist", "marginal", 100)
+        assert (cfg.J, cfg.H, cfg.dataset, cfg.record, cfg.eval_train_size) == (3, 100, "mnist", "marginal", 1000)
         assert cfg.train_size in (1000, 50000) and cfg.algorithm in ("aevb", "wake-sleep", "mcem")
     assert {(c.key["train_size"], c.key["algorithm"]) for c in cells} == \
         {(n, a) for n in (1000, 50000) for a in ("aevb", "wake-sleep", "mcem")}
@@ -150,6 +151,23 @@ def test_the_figures_draw_whatever_is_there(tmp_path, capsys):
     fig = draw_figure3(cells3, tmp_path / "f3" / "figure3.png")
     assert len(fig.axes) == 2 and (tmp_path / "f3" / "figure3.png").is_file()
     assert fig.axes[0].get_legend_handles_labels()[1][-2:] == ["MCEM (train)", "MCEM (test)"]
+
+
+def test_figure3_draws_each_points_standard_error_as_an_error_bar(tmp_path):
+    """A history with ``train_se``/``test_se`` (the Appendix D evaluator's) gets a bar of one standard
+    error either side of each point; a history without them (Figure 2's bound) gets none."""
+    cells = figure3_cells(tmp_path, 5000, train_sizes=(1000,), algorithms=("aevb", "mcem"))
+    _write_history(cells[0], 5000)
+    h = json.loads((cells[0].out / "history.json").read_text())
+    h["train_se"], h["test_se"] = [1.5] * len(h["samples"]), [0.5] * len(h["samples"])
+    (cells[0].out / "history.json").write_text(json.dumps(h))
+    _write_history(cells[1], 5000)
+    ax = draw_figure3(cells, tmp_path / "figure3.png").axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2                                         # AEVB's train and test; MCEM has none
+    for bar, se, values in zip(bars, (1.5, 0.5), (h["train_elbo"], h["test_elbo"])):
+        segments = bar.lines[2][0].get_segments()                 # one vertical segment per point
+        np.testing.assert_allclose([s[:, 1] for s in segments], [[v - se, v + se] for v in values])
 
 
 # --- the runner, for real: tiny wake-sleep cells on a tiny fake MNIST ----------------------------

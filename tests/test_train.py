@@ -2,6 +2,7 @@
 code, edited or not), resumes exactly from every checkpoint it writes, stops on a
 signal with a checkpoint, and stops cleanly on NaN or an absurd bound."""
 
+import json
 import os
 import shutil
 import signal
@@ -89,6 +90,28 @@ def test_resume_from_every_checkpoint_equals_the_uninterrupted_run(tmp_path, mak
         resumed = VAE(12, 6, 2, random_state=99)                # another init: everything must come from the file
         fit(resumed, make_opt(), x, xt, samples=370, checkpoint=path, resume=True, **kw)
         _same_state(whole, final, resumed, load_checkpoint(path))
+
+
+def test_an_evaluators_standard_error_is_recorded_and_a_run_saved_without_them_resumes(tmp_path):
+    """An evaluator may return (mean, standard error) (Appendix D's does); the history keeps both.
+    A checkpoint written before the standard errors were recorded resumes with None for its points."""
+    x, xt = _toy()
+    ck = tmp_path / "ck.npz"
+    kw = dict(M=10, eval_points=2, progress=False, checkpoint=ck)
+    h = fit(VAE(12, 6, 2, random_state=1), Adagrad(0.05), x, xt, samples=100, **kw,
+            evaluate=lambda model, data, rng, estimator: (-1.0, 0.25))
+    assert h["train_elbo"] == [-1.0, -1.0] and h["train_se"] == h["test_se"] == [0.25, 0.25]
+    assert fit(VAE(12, 6, 2), Adagrad(0.05), x, xt, samples=100, **dict(kw, checkpoint=None))["test_se"] == [None, None]
+
+    with np.load(ck) as f:
+        arrays = dict(f)
+    history = json.loads(str(arrays["history"]))
+    del history["train_se"], history["test_se"]                  # as a run of an earlier version saved it
+    arrays["history"] = np.array(json.dumps(history))
+    np.savez(ck, **arrays)
+    h = fit(VAE(12, 6, 2), Adagrad(0.05), x, xt, samples=200, resume=True, **kw,
+            evaluate=lambda model, data, rng, estimator: (-2.0, 0.5))
+    assert h["train_elbo"] == [-1.0, -1.0, -2.0] and h["train_se"] == [None, None, 0.5]
 
 
 def test_resume_refuses_other_settings_and_a_missing_checkpoint(tmp_path):

@@ -167,7 +167,7 @@ def _write_json(path, obj):
 
 def _write_history(out, history):
     _write_json(out / "history.json", history)
-    keys = ["samples", "epoch", "seconds", "train_elbo", "test_elbo"]
+    keys = ["samples", "epoch", "seconds", "train_elbo", "test_elbo", "train_se", "test_se"]
     with atomic_write(out / "history.csv", "w") as f:
         w = csv.writer(f)
         w.writerow(keys)
@@ -636,8 +636,9 @@ def build_parser():
                                     "of log p(x) on --eval-size train and test points, then draw figure3.png.")
     _add_sweep_flags(f3, 10)
     f3.add_argument("--train-sizes", nargs="+", type=int, default=[1000, 50000], help="training-set sizes")
-    f3.add_argument("--eval-size", type=int, default=100,
-                    help="train and test points of each log p(x) estimate (the paper: 1000)")
+    f3.add_argument("--eval-size", type=int, default=1000,
+                    help="train and test points of each log p(x) estimate, as the paper (each point: their mean "
+                         "and its standard error)")
     f3.set_defaults(func=cmd_figure3)
     return p
 

@@ -506,8 +506,9 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
 
     rows : list of lists of panels; a panel is ``{"title": str, "runs": [run, ...]}`` and a run is
     ``{"algorithm": name, "samples": [...], "train": [...], "test": [...], "finished": bool,
-    "budget": int}``. A panel with no runs says "not run yet"; an unfinished run is marked in the
-    legend with how far it got.
+    "budget": int}``, optionally with ``"train_se"`` and ``"test_se"``: the standard error of each
+    point, drawn as an error bar of one standard error either side. A panel with no runs says
+    "not run yet"; an unfinished run is marked in the legend with how far it got.
     """
     if not rows or not all(isinstance(r, (list, tuple)) and r for r in rows):
         raise ValueError("rows must be a non-empty list of non-empty lists of panels.")
@@ -533,6 +534,10 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
                                         label=f"{name} ({which})")
                         shown.append((samples[keep], values[keep]))
                         legend.setdefault(line.get_label(), line)
+                        se = _as_curve(run, f"{which}_se", len(samples))
+                        if se is not None and np.isfinite(se[keep]).any():
+                            ax.errorbar(samples[keep], values[keep], yerr=np.nan_to_num(se[keep]), fmt="none",
+                                        ecolor=colour, elinewidth=0.8, capsize=2)
             ax.set_title(panel.get("title", ""), fontsize=9)
             if shown:
                 ax.set_xscale("log")
@@ -584,9 +589,12 @@ def plot_figure2(rows, path=None):
 def plot_figure3(rows, path=None):
     """The paper's Figure 3: estimated marginal log-likelihood (Appendix D) against training samples
     evaluated for AEVB, wake-sleep and Monte-Carlo EM; J = 3, one panel per training-set size.
+    Each point carries its standard error over the evaluation images (the runs' ``train_se`` and
+    ``test_se``), as an error bar.
 
     Parameters and return value as :func:`plot_figure2`.
     """
     return _comparison_grid(rows, path, "marginal log-likelihood (nats)",
-                            "Figure 3: AEVB vs wake-sleep vs MCEM, $N_z$ = 3 (dashed: train, solid: test)",
+                            "Figure 3: AEVB vs wake-sleep vs MCEM, $N_z$ = 3 (dashed: train, solid: test;\n"
+                            "bars: one standard error over the evaluation images)",
                             panel_size=(4.5, 3.4))
