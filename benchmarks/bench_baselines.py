@@ -12,7 +12,10 @@ one thread and the process's CPU time (so waiting for a core on a shared machine
 not count). It prints each process's ms per step, then per contender the medians over
 rounds as samples/s (M over the step's time), new over old, and the contender over the
 same tree's AEVB readable step on the same model: the target of issue 25 is a baseline
-at 1 or more. One JSON line of every number ends the output.
+at 1 or more. The rows ``products-<step>`` time the large matrix products of that step at
+784-100-3 alone (5 for AEVB, 7 for wake-sleep, 37 for MCEM: 11 gradients in z of 2, 5 updates
+of theta of 3), so their column "x/AEVB" is the most any implementation of the same algorithm
+on one BLAS thread could reach. One JSON line of every number ends the output.
 
 A tree without ``minivae.fast`` (or with Numba's JIT off) skips the fast rows.
 """
@@ -69,6 +72,20 @@ for name, H, J in contenders:
     for j in range(5):
         run(j)
     runs.append((f"{name} {784}-{H}-{J}", run))
+# The large matrix products of each step at 784-100-3 alone (100 x 100 x 784 each, on arrays of
+# the step's shapes): what no implementation of the same algorithm on one BLAS thread can go below.
+g = np.random.default_rng(1)
+x, W1 = X[:M], g.standard_normal((784, 100)).astype(dtype)
+h, W2, d = (g.standard_normal(s).astype(dtype) for s in ((M, 100), (100, 784), (M, 784)))
+aevb_products = [lambda: x @ W1, lambda: h @ W2, lambda: h.T @ d, lambda: d @ W2.T, lambda: x.T @ h]
+products = {"aevb": aevb_products,                                   # encoder forward, decoder fwd/bwd, encoder dW
+            "wake-sleep": aevb_products + [lambda: x @ W1, lambda: h @ W2],   # + the dream's decoder, the sleep encoder
+            "mcem": [lambda: h @ W2, lambda: d @ W2.T] * 11 + [lambda: h @ W2, lambda: h.T @ d, lambda: d @ W2.T] * 5}
+for name, calls in products.items():                                # 11 gradients in z, 5 updates of theta
+    def run(j, calls=calls):
+        for f in calls:
+            f()
+    runs.append((f"products-{name} 784-100-3", run))
 times = {key: [] for key, _ in runs}
 batches = len(X) // M
 for r in range(repeat):                          # contenders take turns within each repetition
@@ -121,7 +138,7 @@ def main():
             print(f"round {k + 1} {name} {tree}: " + ", ".join(f"{c} {v:.2f}" for c, v in ms.items()) + " ms")
     print(f"load average after: {os.getloadavg()}")
     med = {name: {c: statistics.median(r[c] for r in rs) for c in rs[0]} for name, rs in results.items()}
-    print(f"\n{'step':24s} {'old ms':>8s} {'new ms':>8s} {'old samples/s':>14s} {'new samples/s':>14s} "
+    print(f"\n{'step':30s} {'old ms':>8s} {'new ms':>8s} {'old samples/s':>14s} {'new samples/s':>14s} "
           f"{'new/old':>8s} {'old/AEVB':>9s} {'new/AEVB':>9s}")
     summary = {}
     for c in med["new"]:
@@ -134,7 +151,7 @@ def main():
                        old_over_aevb=med["old"][f"aevb {shape}"] / med["old"][c])
         summary[c] = row
         nan = float("nan")
-        print(f"{c:24s} {row.get('old_ms', nan):8.2f} {row['new_ms']:8.2f} {row.get('old_samples_per_s', nan):14.0f} "
+        print(f"{c:30s} {row.get('old_ms', nan):8.2f} {row['new_ms']:8.2f} {row.get('old_samples_per_s', nan):14.0f} "
               f"{row['new_samples_per_s']:14.0f} {row.get('new_over_old', nan):8.2f} "
               f"{row.get('old_over_aevb', nan):9.2f} {row['new_over_aevb']:9.2f}")
     print("(samples/s: M = 100 over the median step time; new/old: speed ratio; x/AEVB: samples/s over the same "
