@@ -123,6 +123,10 @@ class BernoulliDecoder:
         """dout: tuple of gradients for ``forward``'s outputs -> dz (K, J)."""
         return self.trunk.backward(self.logits.backward(dout[0]))
 
+    def backward_z(self, dout):
+        """dz (K, J) as ``backward`` returns it, without the parameter gradients (what HMC needs)."""
+        return self.trunk.backward_input(self.logits.backward_input(dout[0]))
+
     def mean(self, out):
         """E[x|z] = sigmoid(logits)."""
         return sigmoid(out[0])
@@ -178,6 +182,14 @@ class GaussianDecoder:
             dmean = self._squash.backward(dmean)
         dh = self.mean_layer.backward(dmean) + self.log_var.backward(dlog_var)  # two paths meet at h
         return self.trunk.backward(dh)
+
+    def backward_z(self, dout):
+        """dz (K, J) as ``backward`` returns it, without the parameter gradients (what HMC needs)."""
+        dmean, dlog_var = dout
+        if self._squash is not None:
+            dmean = self._squash.backward(dmean)
+        dh = self.mean_layer.backward_input(dmean) + self.log_var.backward_input(dlog_var)
+        return self.trunk.backward_input(dh)
 
     def mean(self, out):
         return out[0]

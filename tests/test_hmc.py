@@ -42,6 +42,21 @@ def test_log_joint_gradient_in_z_matches_finite_differences(kind, lead):
     assert err["z"] < TOLERANCE, err
 
 
+@pytest.mark.parametrize("kind", DECODERS)
+def test_backward_z_is_the_decoders_backward_without_parameter_gradients(kind):
+    """HMC's gradient in z comes from ``decoder.backward_z``: the dz of ``decoder.backward``, bit for
+    bit, with the parameter gradients left as they were."""
+    model, _ = _model(kind)
+    rng = np.random.default_rng(4)
+    out = model.decoder.forward(rng.standard_normal((4, 3)))
+    dout = tuple(rng.standard_normal(o.shape) for o in out)
+    for g in model.decoder.grads.values():
+        g[...] = 7.0
+    dz = model.decoder.backward_z(dout)
+    assert all(np.all(g == 7.0) for g in model.decoder.grads.values())
+    np.testing.assert_array_equal(dz, model.decoder.backward(dout))
+
+
 def test_log_joint_is_the_joint_the_estimators_use_and_gives_the_exact_evidence():
     """Two known answers. On any model, log p(x, z) equals log w + log q(z|x) for the importance
     weights w of minivae.model (the same joint). On the linear-Gaussian model,

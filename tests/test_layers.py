@@ -54,6 +54,37 @@ def test_activations_are_stable_at_extreme_inputs():
     np.testing.assert_allclose(sp, [0.0, 1.9287498479639178e-22, np.log(2.0), 50.0, 1000.0], rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_softplus_are_the_two_sided_formulas(dtype):
+    """sigmoid gives the numbers of (1 or e) / (1 + e) with np.where, bit for bit; softplus those of
+    np.logaddexp(0, a) within 4 units in the last place (3 seen in float32, 2 in float64)."""
+    a = np.concatenate([np.linspace(-120, 120, 24001), np.random.default_rng(0).standard_normal(10000) * 10,
+                        [-np.inf, -0.0, 0.0, np.inf]]).astype(dtype)
+    e = np.exp(-np.abs(a))
+    s = sigmoid(a)
+    assert s.dtype == dtype and np.array_equal(s, np.where(a >= 0, 1.0, e) / (1.0 + e))
+    sp, ref = softplus(a), np.logaddexp(dtype(0), a)
+    assert sp.dtype == dtype
+    finite = np.isfinite(ref)
+    assert np.array_equal(sp[~finite], ref[~finite])
+    assert np.all(np.abs(sp[finite] - ref[finite]) <= 4 * np.spacing(np.abs(ref[finite])))
+
+
+@pytest.mark.parametrize("make", [lambda: Linear(4, 3, rng=0), Tanh, Sigmoid, ReLU, Softplus,
+                                  lambda: mlp([4, 5, 3], "tanh", rng=1)],
+                         ids=["linear", "tanh", "sigmoid", "relu", "softplus", "mlp"])
+def test_backward_input_is_backward_without_parameter_gradients(make):
+    rng = np.random.default_rng(3)
+    x, layer = rng.standard_normal((6, 4)), make()
+    out = layer.forward(x)
+    dout = rng.standard_normal(out.shape)
+    for g in layer.grads.values():
+        g[...] = 7.0
+    dx = layer.backward_input(dout)
+    assert all(np.all(g == 7.0) for g in layer.grads.values())         # no parameter gradient computed
+    np.testing.assert_array_equal(dx, layer.backward(dout))
+
+
 def test_paper_initialisation_has_standard_deviation_001():
     w = init_weight(400, 500, "paper", np.random.default_rng(0), np.float64)
     assert w.shape == (400, 500)

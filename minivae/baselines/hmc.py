@@ -9,7 +9,8 @@ use hybrid Monte Carlo (Duane et al., 1987; Neal, 2011) with the gradient
 
 which is the decoder's own backward pass: the gradient of log p(x|z) reaching
 the decoder's outputs (``decoder.log_likelihood_grad``), sent back through
-the decoder (``decoder.backward``) to z, plus -z from the prior
+the decoder to z (``decoder.backward_z``: the backward pass without the parameter
+gradients, which HMC does not use), plus -z from the prior
 (:func:`minivae.estimator.log_standard_normal_grad`).
 
 One HMC transition, for every datapoint of a minibatch at once::
@@ -71,17 +72,23 @@ def _check_z(model, x, z):
     return z.astype(model.dtype, copy=False)
 
 
-def _log_joint_and_grad(model, x, z):
-    """The unchecked core of :func:`log_joint_and_grad`: z (..., M, J) -> (..., M), (..., M, J)."""
+def _log_joint_and_grad(model, x, z, value=True):
+    """The unchecked core of :func:`log_joint_and_grad`: z (..., M, J) -> (..., M), (..., M, J).
+
+    Only the gradient in z is computed (``decoder.backward_z``: no parameter gradients), and
+    with ``value=False`` not log p(x, z) either (None in its place): a leapfrog step inside a
+    trajectory uses the gradient alone, and the likelihood's softplus is most of its cost.
+    """
     dec = model.decoder
     lead = z.shape[:-1]                                        # (M,) or (L, M)
     out = dec.forward(z.reshape(-1, model.J))                  # (K, D) each, K = L * M
     out = tuple(o.reshape(lead + (model.D,)) for o in out)     # (..., M, D) each
-    log_px_z = dec.log_likelihood(x, out)                      # (..., M)
     dout = dec.log_likelihood_grad(x, out, np.ones(lead, dtype=model.dtype))
-    dz_dec = dec.backward(tuple(d.reshape(-1, model.D) for d in dout)).reshape(z.shape)
+    dz_dec = dec.backward_z(tuple(d.reshape(-1, model.D) for d in dout)).reshape(z.shape)
     dz = dz_dec + est.log_standard_normal_grad(z)              # (..., M, J): through p(x|z) and p(z)
-    return est.log_standard_normal(z) + log_px_z, dz
+    if not value:
+        return None, dz
+    return est.log_standard_normal(z) + dec.log_likelihood(x, out), dz
 
 
 def log_joint_and_grad(model, x, z):
@@ -101,8 +108,7 @@ def log_joint_and_grad(model, x, z):
     dz : ndarray, the shape of z
         grad_z log p(x, z) = -z + (decoder backward of d log p(x|z) / d outputs).
 
-    The decoder's backward overwrites its parameter gradients (``model.grads``
-    of the ``dec.*`` names), as every backward pass does.
+    The decoder's parameter gradients (``model.grads``) are neither computed nor touched.
     """
     x = model.check_x(x)
     return _log_joint_and_grad(model, x, _check_z(model, x, z))
@@ -176,9 +182,10 @@ def leapfrog(model, x, z, p, step_size, n_leapfrog, grad=None):
         grad = _log_joint_and_grad(model, x, z)[1]
     p = p + 0.5 * eps * grad                                     # (M, J) half step
     for t in range(n_leapfrog):
+        last = t == n_leapfrog - 1
         z = z + eps * p                                          # (M, J) full step in position
-        log_pxz, grad = _log_joint_and_grad(model, x, z)
-        p = p + (eps if t < n_leapfrog - 1 else 0.5 * eps) * grad   # full steps, the last one a half
+        log_pxz, grad = _log_joint_and_grad(model, x, z, value=last)   # log p(x, z) only at the end
+        p = p + (0.5 * eps if last else eps) * grad              # full steps, the last one a half
     return z, p, log_pxz, grad
 
 

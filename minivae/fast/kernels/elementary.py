@@ -222,7 +222,8 @@ if not _DISABLE_JIT:
 
 @njit(**_OPTS)
 def _sigmoid_from(t, e, one):
-    """sigmoid(t) given e = exp(-|t|), as :func:`minivae.layers.sigmoid` writes it (one: 1 in t's dtype)."""
+    """sigmoid(t) given e = exp(-|t|), as :func:`minivae.layers.sigmoid` computes it: (1 or e) / (1 + e),
+    its numerator exp(min(t, 0)) (one: 1 in t's dtype)."""
     return (one if t >= 0 else e) / (one + e)
 
 
@@ -233,7 +234,7 @@ def _sigmoid(t, one):
 
 @njit(**_OPTS)
 def _softplus(t, zero):
-    """log(1 + exp(t)) = max(t, 0) + log1p(exp(-|t|)), as np.logaddexp(0, t) computes it."""
+    """log(1 + exp(t)) = max(t, 0) + log1p(exp(-|t|)), as :func:`minivae.layers.softplus` writes it."""
     return max(t, zero) + _log1p_unit(_exp(-abs(t)))
 
 
