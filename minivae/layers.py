@@ -176,7 +176,7 @@ class Linear(Layer):
         self.grads["b"][...] = dout.sum(axis=0)   # (out,)
         if not self.need_dx:
             return None
-        return dout @ self.params["W"].T          # (M, in)
+        return self.backward_input(dout)
 
     def backward_input(self, dout):
         """dout: (M, out) -> dx: (M, in), what ``backward`` returns, without dW and db."""
