@@ -135,6 +135,17 @@ def test_a_task_waits_for_the_lock_then_says_who_holds_it(tmp_path):
     assert not (cell.out / "train.log").exists()
 
 
+def test_a_cell_locked_by_another_process_fails_on_the_cluster_with_that_reason(tmp_path, client):
+    cell = _tiny_cells(tmp_path / "sweep", tmp_path / "data", SAMPLES)[0]
+    cell.out.mkdir(parents=True)
+    logs = []
+    with run_lock(cell.out):
+        assert run_cells_on_dask([cell], client.scheduler.address, log=logs.append, retries=1, lock_wait=0) == \
+            {cell.name: 2}
+    assert f"failed   c0 on the cluster: RunLocked('{cell.out} is in use by another minivae process (pid " \
+           f"{os.getpid()})" in logs[-1]
+
+
 def test_a_cell_killed_before_its_first_checkpoint_starts_over(tmp_path):
     """What a run killed at once leaves (its config, no checkpoint) is cleared and the cell trained from the start."""
     cell = _tiny_cells(tmp_path / "sweep", _fake_mnist(tmp_path / "data"), SAMPLES)[0]

@@ -196,7 +196,7 @@ def run_cells_on_dask(cells, address, log=print, retries=3, lock_wait=LOCK_WAIT,
                 time.sleep(poll)
             if stop:
                 client.cancel(list(futures))
-                stopped = sum(len(names) for names in client.run(_stop, token).values())
+                stopped = sum(len(names) for names in client.run(_stop, token, on_error="ignore").values())
                 raise SweepInterrupted(f"{signal.Signals(stop[0]).name} received: tasks cancelled, {stopped} running "
                                        "cell(s) stopped with a checkpoint; run the same command again to finish "
                                        "the sweep.", stop[0])
@@ -212,5 +212,6 @@ def _outcome(cell, future, log):
         rc = future.result()
         _report(cell, rc, log)
         return rc
-    log(f"[{time.strftime('%H:%M:%S')}] failed   {cell.name} on the cluster: {future.exception()!r}")
+    why = repr(future.exception()) if future.status == "error" else f"the task was {future.status}"
+    log(f"[{time.strftime('%H:%M:%S')}] failed   {cell.name} on the cluster: {why}")
     return 2
