@@ -27,8 +27,8 @@ What happens when something dies:
   the running cells get SIGTERM and stop with a checkpoint, then
   :class:`~minivae.run.sweep.SweepInterrupted` is raised; the same command run
   again carries on. If the submitter is killed outright, the running cells train
-  on to the end; running the command again waits for them (their lock) and
-  finds them finished.
+  on to the end; the command run again sends them anew, and each task waits
+  for its cell's lock as above.
 
 ``distributed`` is imported here only inside :func:`run_cells_on_dask`: the rest
 of minivae runs without it (``pip install "minivae[cluster]"`` installs it).

@@ -190,12 +190,22 @@ def _prepare(cell):
 
 # --- the local runner -------------------------------------------------------------------------
 
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM when the runner dies (even by SIGKILL), so it checkpoints and stops."""
+def _find_prctl():
+    """libc's prctl, looked up in the runner: the child, forked from a process that may run other threads
+    (a Dask worker), must not call the dynamic loader between fork and exec."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
     except (AttributeError, OSError):
-        pass
+        return None
+
+
+_PRCTL = _find_prctl()
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the thread that started it dies (with the runner, even by SIGKILL),
+    so it checkpoints and stops."""
+    _PRCTL(1, signal.SIGTERM)                  # PR_SET_PDEATHSIG = 1
 
 
 def _child_env():
@@ -213,7 +223,7 @@ def _start(cell, log):
     logfile.write(f"\n$ {shlex.join(argv)}\n".encode())
     logfile.flush()
     proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=_child_env(), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            env=_child_env(), preexec_fn=_die_with_parent if _PRCTL else None)
     logfile.close()                                           # the child holds its own descriptor
     log(f"[{time.strftime('%H:%M:%S')}] {'resume' if status == 'partial' else 'start '} {cell.name} (pid {proc.pid})")
     return proc
