@@ -25,7 +25,8 @@ done
 targets=()
 if [ "$quick" = 1 ]; then
   targets=(tests/test_pair.py tests/test_fused.py tests/test_train.py tests/test_reliability.py
-           tests/test_threads.py tests/test_download.py tests/test_files.py tests/test_sweep.py)
+           tests/test_threads.py tests/test_download.py tests/test_files.py tests/test_sweep.py
+           tests/test_cluster.py)
 fi
 
 pids=()

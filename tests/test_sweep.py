@@ -192,14 +192,16 @@ run_cells(cells, jobs=1)
 """
 
 # A child of the runner (``-m minivae train ... --out DIR``): the cell named by TEST_PAUSE_CELL
-# stops at its second recorded bound, writes DIR/paused and waits there until a signal comes
-# (the signal then reaches minivae's own handler: the run finishes its step and checkpoints).
+# stops at its second recorded bound, writes DIR.paused (beside DIR) and waits there until a signal
+# comes (the signal then reaches minivae's own handler: the run finishes its step and checkpoints).
+# It pauses once: a later run of the cell (DIR.paused exists) goes on.
 _PAUSING = """
 import os, runpy, signal, sys, time
 from pathlib import Path
 args = sys.argv[1:]
 out = Path(args[args.index("--out") + 1])
-if out.name == os.environ.get("TEST_PAUSE_CELL"):
+marker = out.parent / (out.name + ".paused")
+if out.name == os.environ.get("TEST_PAUSE_CELL") and not marker.exists():
     import minivae.run.cli as cli
     write, calls = cli._write_history, []
 
@@ -213,7 +215,7 @@ if out.name == os.environ.get("TEST_PAUSE_CELL"):
                 handlers[signum](signum, frame)
             for s in handlers:
                 signal.signal(s, noting)
-            (out / "paused").touch()
+            marker.touch()
             while not got:
                 time.sleep(0.01)
             for s, h in handlers.items():
@@ -225,12 +227,23 @@ runpy.run_module("minivae", run_name="__main__")
 """
 
 
-def _start_runner(cells, pause, tmp_path):
-    """The runner in its own process; the cell named ``pause`` waits, once trained a little, for a signal."""
+def _pausing_python(tmp_path):
+    """An executable that runs ``python -m minivae ...`` as above: give it to a runner as ``sys.executable``."""
     (tmp_path / "pausing.py").write_text(_PAUSING)
     wrapper = tmp_path / "python-pausing"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "pausing.py"}" "$@"\n')
     wrapper.chmod(0o755)
+    return wrapper
+
+
+def _paused(cell):
+    """Whether the cell has paused (see _PAUSING)."""
+    return (cell.out.parent / f"{cell.name}.paused").exists()
+
+
+def _start_runner(cells, pause, tmp_path):
+    """The runner in its own process; the cell named ``pause`` waits, once trained a little, for a signal."""
+    wrapper = _pausing_python(tmp_path)
     spec = json.dumps([dict(name=c.name, args=list(c.args), samples=c.samples, out=str(c.out)) for c in cells])
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(_RUNNER), spec, str(wrapper)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -260,7 +273,7 @@ def test_killing_the_runner_and_running_it_again_finishes_without_redoing_finish
     cells = _tiny_cells(tmp_path / "sweep", data, samples=30000)
 
     runner = _start_runner(cells, "c1", tmp_path)
-    _wait_for(lambda: (cells[1].out / "paused").exists())      # cell 1 waits, mid-run, for the signal
+    _wait_for(lambda: _paused(cells[1]))      # cell 1 waits, mid-run, for the signal
     assert cell_status(cells[0]) == "finished"
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(60) != 0 and b"run the same command again" in runner.stderr.read()
@@ -269,7 +282,7 @@ def test_killing_the_runner_and_running_it_again_finishes_without_redoing_finish
     first = {name: (cells[0].out / name).stat().st_mtime_ns for name in ("history.json", "checkpoint.npz")}
 
     runner = _start_runner(cells, "c2", tmp_path)
-    _wait_for(lambda: (cells[2].out / "paused").exists())
+    _wait_for(lambda: _paused(cells[2]))
     runner.kill()                                    # no chance to clean up: the children learn by PDEATHSIG
     runner.wait(60)
     _wait_for(lambda: _lock_released(cells[2]))

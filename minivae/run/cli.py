@@ -500,13 +500,23 @@ def _cmd_figure(args, cells, draw, png):
         if not chosen:
             raise ValueError(f"--only {' '.join(args.only)} matches no cell; the cells are: "
                              f"{', '.join(c.name for c in cells)}.")
+    if args.dask and (args.print_commands or args.jobs is not None):
+        raise ValueError("--dask sends the cells to the cluster's workers; --jobs (cells run here) and "
+                         "--print-commands (cells run by you) do not go with it: choose one.")
     if args.print_commands:
         for cell in chosen:
             print(cell.command_line())
         return 0
     t = time.perf_counter()
     try:
-        results = run_cells(chosen, jobs=args.jobs)
+        if args.dask:
+            from importlib.util import find_spec
+            if find_spec("distributed") is None:
+                raise ValueError("--dask needs the optional package distributed: pip install 'minivae[cluster]'.")
+            from .cluster import run_cells_on_dask
+            results = run_cells_on_dask(chosen, args.dask)
+        else:
+            results = run_cells(chosen, jobs=args.jobs)
     except SweepInterrupted as e:
         print(f"minivae: {e}", file=sys.stderr)
         draw(cells, Path(args.out) / png)
@@ -524,8 +534,16 @@ def _cmd_figure(args, cells, draw, png):
     return 0
 
 
+def _shared_paths(args):
+    """With --dask the workers read --out and --data-dir: made absolute, they name the same shared folders."""
+    if args.dask:
+        args.out = os.path.abspath(args.out)
+        args.data_dir = args.data_dir and os.path.abspath(args.data_dir)
+
+
 def cmd_figure2(args):
     from .sweep import draw_figure2, figure2_cells
+    _shared_paths(args)
     cells = figure2_cells(args.out, args.samples, datasets=args.datasets, seed=args.seed, data_dir=args.data_dir,
                           eval_points=args.eval_points)
     return _cmd_figure(args, cells, draw_figure2, "figure2.png")
@@ -533,6 +551,7 @@ def cmd_figure2(args):
 
 def cmd_figure3(args):
     from .sweep import draw_figure3, figure3_cells
+    _shared_paths(args)
     cells = figure3_cells(args.out, args.samples, train_sizes=args.train_sizes, seed=args.seed,
                           data_dir=args.data_dir, eval_points=args.eval_points, eval_size=args.eval_size)
     return _cmd_figure(args, cells, draw_figure3, "figure3.png")
@@ -542,8 +561,8 @@ def _add_sweep_flags(f, eval_points):
     f.add_argument("--samples", type=_sweep_samples, required=True,
                    help="training samples evaluated per cell (the paper's x axis runs to 1e8), e.g. 1e6")
     f.add_argument("--out", required=True, help="folder of the cells' run directories and the figure")
-    f.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="cells run at once, each a process with one BLAS thread")
+    f.add_argument("--jobs", type=int, default=None,
+                   help="cells run at once here, each a process with one BLAS thread; None: one per core")
     f.add_argument("--seed", type=int, default=0, help="seed of every cell")
     f.add_argument("--eval-points", type=int, default=eval_points, help="log-spaced points recorded per cell")
     f.add_argument("--data-dir", default=None, help="passed to every cell (else $MINIVAE_DATA, else the cache)")
@@ -553,6 +572,12 @@ def _add_sweep_flags(f, eval_points):
     f.add_argument("--print-commands", action="store_true",
                    help="print the cells' 'minivae train' commands, one a line (for a scheduler), and run nothing; "
                         "the same command without this flag then only draws the figure")
+    f.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run the cells on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786), "
+                        "one cell per worker thread, each the same 'minivae train' command; --out and --data-dir "
+                        "must be on a file system every worker shares. A cell whose worker dies resumes on another "
+                        "from its checkpoint. Ctrl-C cancels the cells not started and stops the running ones with "
+                        "a checkpoint: run the same command again to go on. Needs pip install 'minivae[cluster]'")
 
 
 def build_parser():

@@ -20,11 +20,13 @@ same command run again finishes the sweep without redoing finished cells.
 On a cluster, ``--print-commands`` prints the same list, one command per line,
 for a job array or GNU parallel; once they have run, the same ``minivae
 figure2 ...`` command finds every cell finished and only draws the figure.
-There is no distribution layer here on purpose: the commands are the interface.
+On a Dask cluster, ``--dask ADDRESS`` has its workers run the same commands
+(:mod:`minivae.run.cluster`): the commands are the interface either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import math
@@ -33,6 +35,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +190,22 @@ def _prepare(cell):
 
 # --- the local runner -------------------------------------------------------------------------
 
-def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM when the runner dies (even by SIGKILL), so it checkpoints and stops."""
+def _find_prctl():
+    """libc's prctl, looked up in the runner: the child, forked from a process that may run other threads
+    (a Dask worker), must not call the dynamic loader between fork and exec."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
     except (AttributeError, OSError):
-        pass
+        return None
+
+
+_PRCTL = _find_prctl()
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the thread that started it dies (with the runner, even by SIGKILL),
+    so it checkpoints and stops."""
+    _PRCTL(1, signal.SIGTERM)                  # PR_SET_PDEATHSIG = 1
 
 
 def _child_env():
@@ -210,10 +223,36 @@ def _start(cell, log):
     logfile.write(f"\n$ {shlex.join(argv)}\n".encode())
     logfile.flush()
     proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=_child_env(), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                            env=_child_env(), preexec_fn=_die_with_parent if _PRCTL else None)
     logfile.close()                                           # the child holds its own descriptor
     log(f"[{time.strftime('%H:%M:%S')}] {'resume' if status == 'partial' else 'start '} {cell.name} (pid {proc.pid})")
     return proc
+
+
+@contextlib.contextmanager
+def _noting_signals():
+    """While the block runs, SIGINT and SIGTERM only append their number to the list it yields (main thread only)."""
+    stop, previous = [], {}
+    if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _unfinished(cells):
+    """({name: 0} for the finished cells, which are never run again, [the other cells])."""
+    results = {c.name: 0 for c in cells if cell_status(c) == "finished"}
+    return results, [c for c in cells if c.name not in results]
+
+
+def _report(cell, rc, log):
+    """Log the end of a cell's run: finished, or failed with the exit code and where to read why."""
+    state = "finished" if rc == 0 and cell_status(cell) == "finished" else f"failed (exit {rc})"
+    log(f"[{time.strftime('%H:%M:%S')}] {state:8s} {cell.name}" + ("" if rc == 0 else f": see {cell.out / 'train.log'}"))
 
 
 def run_cells(cells, jobs=None, log=print, poll=0.2):
@@ -225,17 +264,11 @@ def run_cells(cells, jobs=None, log=print, poll=0.2):
     :class:`SweepInterrupted` is raised.
     """
     jobs = (os.cpu_count() or 1) if jobs is None else check_scalar(int(jobs), "--jobs", int, min_val=1)
-    results = {c.name: 0 for c in cells if cell_status(c) == "finished"}
-    pending = [c for c in cells if c.name not in results]
+    results, pending = _unfinished(cells)
     log(f"{len(cells)} cells: {len(results)} finished, {len(pending)} to run, {min(jobs, max(len(pending), 1))} "
         f"at a time (one thread each)")
     running = {}
-    stop = []
-    previous = {}
-    if sys.platform != "win32":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
-    try:
+    with _noting_signals() as stop:
         while pending or running:
             while pending and len(running) < jobs and not stop:
                 cell = pending.pop(0)
@@ -245,9 +278,7 @@ def run_cells(cells, jobs=None, log=print, poll=0.2):
                 if rc is not None:
                     del running[name]
                     results[name] = rc
-                    state = "finished" if rc == 0 and cell_status(cell) == "finished" else f"failed (exit {rc})"
-                    log(f"[{time.strftime('%H:%M:%S')}] {state:8s} {name}" +
-                        ("" if rc == 0 else f": see {cell.out / 'train.log'}"))
+                    _report(cell, rc, log)
             if stop:
                 for cell, proc in running.values():
                     proc.send_signal(signal.SIGTERM)
@@ -256,9 +287,6 @@ def run_cells(cells, jobs=None, log=print, poll=0.2):
                 raise SweepInterrupted(f"{signal.Signals(stop[0]).name} received: {len(running)} running cell(s) "
                                        "stopped with a checkpoint; run the same command again to finish the sweep.", stop[0])
             time.sleep(poll)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return results
 
 
