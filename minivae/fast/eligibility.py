@@ -53,7 +53,7 @@ class FastPathUnavailable(ValueError):
 REPLACED = (
     "minivae.layers.sigmoid", "minivae.layers.softplus", "minivae.layers.tanh_backward",
     "minivae.layers.sigmoid_backward", "minivae.layers.relu_backward", "minivae.layers.softplus_backward",
-    "minivae.layers.Linear.forward", "minivae.layers.Linear.backward",
+    "minivae.layers.Linear.forward", "minivae.layers.Linear.backward", "minivae.layers.Linear.backward_input",
     "minivae.layers.Tanh.forward", "minivae.layers.Tanh.backward",
     "minivae.layers.Sigmoid.forward", "minivae.layers.Sigmoid.backward",
     "minivae.layers.ReLU.forward", "minivae.layers.ReLU.backward",
