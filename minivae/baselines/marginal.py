@@ -98,9 +98,11 @@ def chain_starts(model, x, rng, n_draws=1000, max_elements=2_000_000):
     to a minor mode makes the Appendix D estimate too low (see the module docstring).
     The highest of many prior draws lies, for J < 5, in the basin of the posterior's
     highest mode. On a Monte-Carlo EM decoder (J = 3, 10^6 samples on 1000 MNIST
-    images) chains from one prior draw gave estimates 29 nats too low on average over
-    training images, and up to 325 on one; chains from the highest of 1000 draws were
-    within 0.1 nats of an importance-sampled reference (``benchmarks/bench_marginal.py``).
+    images) chains from one prior draw gave estimates 33.5 +- 4.6 nats too low on average
+    over 200 training images, and 318 on one; chains from the highest of 1000 draws were
+    0.27 +- 0.25 nats below an importance-sampled reference (one image of the 200 still 49
+    nats below), and 0.05 +- 0.04 on test images (``benchmarks/bench_marginal.py``, its
+    table in docs/results.md).
 
     The draws are shared by the datapoints of x, so the decoder runs once per draw
     (the blocks of (draws, M, D) computed at once hold at most ``max_elements`` values).
@@ -129,9 +131,10 @@ def chain_starts(model, x, rng, n_draws=1000, max_elements=2_000_000):
         zk = z[k0:k0 + step]                                                    # (k, J)
         dec_out = tuple(o[:, None, :] for o in model.decoder.forward(zk))       # (k, 1, D) each
         log_pxz = model.decoder.log_likelihood(x, dec_out) + log_standard_normal(zk)[:, None]   # (k, M)
-        top = np.argmax(log_pxz, axis=0)                                        # (M,)
-        higher = log_pxz[top, rows] > best
-        best = np.where(higher, log_pxz[top, rows], best)
+        top = np.argmax(log_pxz, axis=0)                                        # (M,) the block's best draw
+        value = log_pxz[top, rows]                                              # (M,) and its log p(x, z)
+        higher = value > best
+        best = np.where(higher, value, best)
         z0[higher] = zk[top[higher]]
     return z0
 
