@@ -23,6 +23,15 @@ time per datapoint.
     unbiased for p(x), so in log space they are too low on average, never too high
     by more than t nats with probability above exp(-t) (Markov's inequality).
 
+``paired``
+    Trained runs compared with each other on the same images (Figure 3's cells, say): the
+    Appendix D estimate per image for each run, on the first ``--images`` training and test
+    images (the images Figure 3 evaluates), then for every run after the first its mean
+    minus the first run's, with the standard error of that difference over images. The
+    images are the same for every run, so most of their spread (about 45 nats between
+    MNIST images) cancels in the difference; the standard error of the difference is shown
+    beside the one of two independent means, which is what Figure 3's error bars are.
+
 Usage::
 
     export MINIVAE_DATA=/work/shared/data OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
@@ -32,6 +41,7 @@ Usage::
     python -m minivae train --preset mnist -J 3 -H 100 --algorithm mcem --train-size 1000 --samples 1000000 \\
         --eval-points 2 --eval-train-size 100 --out /tmp/mcem-N1000 --no-figures
     python benchmarks/bench_marginal.py trained /tmp/mnist-J3 /tmp/frey-J2 /tmp/mcem-N1000 [--images 200]
+    python benchmarks/bench_marginal.py paired runs/fig3/mnist-N1000-aevb runs/fig3/mnist-N1000-mcem [--images 1000]
 
 How long: on one thread of an AMD EPYC (Zen 4) shared with two busy processes, the
 linear-Gaussian part takes about a minute; the trained part about 3 minutes per model
@@ -220,6 +230,37 @@ def trained_part(args):
     return results
 
 
+def paired_part(args):
+    from minivae.run.cli import _load_run
+    per_image = {}                                   # (run, set) -> (M,) estimates
+    for run in args.runs:
+        cfg, data, model = _load_run(run)
+        x_train = data.x_train[:cfg.train_size] if cfg.train_size else data.x_train
+        for which, x in (("train", x_train[:args.images]), ("test", data.x_test[:args.images])):
+            t = time.perf_counter()
+            per_image[run, which] = appendix_d(model, x, np.random.default_rng(args.seed))
+            print(f"{run}: {which} {per_image[run, which].mean():.2f} ({len(x)} images, "
+                  f"{time.perf_counter() - t:.0f} s)", flush=True)
+    first = args.runs[0]
+    print(f"\nAppendix D estimate of each run minus {first}'s, on the same images:\n")
+    print(row(["run", "images", "mean (nats)", "minus the first: mean ± se of the paired difference",
+               "sd of the difference", "se of two independent means", "images where it is higher"]))
+    print(row(["---"] * 7))
+    results = []
+    for run in args.runs[1:]:
+        for which in ("train", "test"):
+            a, b = per_image[run, which], per_image[first, which]
+            d = a - b
+            se = float(d.std(ddof=1) / np.sqrt(len(d)))
+            unpaired = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+            print(row([run, f"{len(d)} {which}", f"{a.mean():.2f}", f"{d.mean():+.2f} ± {se:.2f}",
+                       f"{d.std(ddof=1):.2f}", f"{unpaired:.2f}", f"{np.mean(d > 0):.1%}"]))
+            results.append(dict(run=run, first=first, set=which, n=len(d), mean=float(a.mean()),
+                                first_mean=float(b.mean()), difference=float(d.mean()), se=se,
+                                sd=float(d.std(ddof=1)), unpaired_se=unpaired, higher=float(np.mean(d > 0))))
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="part", required=True)
@@ -234,9 +275,16 @@ def main(argv=None):
     b.add_argument("--starts", nargs="+", default=["prior", "100", "1000"],
                    help="chain starts: prior (one draw) or n (the highest of n draws); default prior 100 1000")
     b.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("paired", help="trained runs against the first of them, on the same images")
+    c.add_argument("runs", nargs="+", help="run directories of `minivae train` (at least two)")
+    c.add_argument("--images", type=int, default=1000, help="training and test images each (default 1000)")
+    c.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.part == "paired" and len(args.runs) < 2:
+        parser.error("paired compares runs with the first of them: give at least two run directories.")
     t = time.perf_counter()
-    results = linear_gaussian_part(args) if args.part == "linear-gaussian" else trained_part(args)
+    parts = dict(zip(("linear-gaussian", "trained", "paired"), (linear_gaussian_part, trained_part, paired_part)))
+    results = parts[args.part](args)
     print(f"\n{time.perf_counter() - t:.0f} s")
     print(json.dumps({"benchmark": f"marginal-{args.part}", "seconds": round(time.perf_counter() - t, 1),
                       "results": results}))
