@@ -302,6 +302,26 @@ def test_plot_bound_range_follows_the_late_part_of_the_run():
     assert lo <= -100 and hi >= -99                          # nothing clipped when nothing is far off
 
 
+def _panel_ylim_and_note(wake_sleep_test):
+    """Figure 2's MNIST J = 200 panel in miniature: AEVB settles, wake-sleep is far below for most of the run."""
+    samples = [100, 1000, 10_000, 100_000, 1_000_000]
+    runs = [dict(algorithm="aevb", samples=samples, test=[-540.0, -600.0, -200.0, -150.0, -123.0]),
+            dict(algorithm="wake-sleep", samples=samples, test=wake_sleep_test)]
+    ax = plots.plot_figure2([[{"title": "MNIST, J = 200", "runs": runs}]]).axes[0]
+    return ax.get_ylim(), " ".join(t.get_text() for t in ax.texts)
+
+
+def test_a_curve_far_below_the_others_does_not_flatten_the_panel():
+    """The range shows AEVB's later half and wake-sleep's end, not wake-sleep's -4500 on the way."""
+    (lo, hi), note = _panel_ylim_and_note([-540.0, -4500.0, -4000.0, -1500.0, -258.0])
+    assert -500 < lo < -258 and -123 < hi < -90, (lo, hi)    # both ends readable, the gap of 135 nats too
+    assert "clipped" in note and "ends at" not in note        # wake-sleep's last point is inside
+
+    (lo, hi), note = _panel_ylim_and_note([-540.0, -4500.0, -4000.0, -2500.0, -1000.0])
+    assert -500 < lo and -123 < hi < -90, (lo, hi)            # still AEVB's range ...
+    assert "Wake-Sleep (test) ends at -1000" in note           # ... and the curve it leaves out is named
+
+
 def test_counts_below_one_get_one_clear_error(model2, data):
     x = data[0]
     calls = {

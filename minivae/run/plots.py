@@ -155,26 +155,34 @@ def _as_curve(history, key, n):
 
 
 def _focus_y(ax, shown):
-    """Fit the y range to the later half of the run (on the log axis), as the paper's figures do.
+    """Fit the y range to where the curves differ late in the run (on the log axis), as the paper's figures do.
 
-    The first few optimiser steps can dip hundreds or thousands of nats below
-    where the run settles; letting them set the range would flatten the part
-    of the curve worth reading. When the whole curve spans more than three times that range, earlier
-    points outside it are clipped and a note on the axes says so.
+    ``shown`` holds ``(samples, values, label)`` of every plotted curve. The range covers the
+    later half of the run of every curve, except that it reaches at most three times the
+    leading curve's span below the top: the leading curve is the one that ends highest, and its
+    span runs from the lowest point of its later half to the highest point of any curve. So the
+    first optimiser steps, hundreds or thousands of nats below where a run settles, do not
+    flatten the part worth reading, and neither does a curve that is still far below the others
+    (wake-sleep with 200 latent units). Points left out are clipped, and a note on the axes says
+    so, naming every curve whose last point is below the range, with that point's value.
     """
     if not shown:
         return
-    s = np.concatenate([a for a, _ in shown])
-    v = np.concatenate([b for _, b in shown])
+    s = np.concatenate([a for a, _, _ in shown])
+    v = np.concatenate([b for _, b, _ in shown])
     middle = np.sqrt(s.min() * s.max())                  # halfway along the log axis
-    late = v[s >= middle]
-    lo, hi = float(late.min()), float(late.max())
+    late = [b[a >= middle] if (a >= middle).any() else b[-1:] for a, b, _ in shown]
+    hi = max(float(b.max()) for b in late)
+    leader = max(range(len(shown)), key=lambda k: shown[k][1][-1])
+    span = max(hi - float(late[leader].min()), 0.01 * abs(hi) + 0.5)
+    lo = max(min(float(b.min()) for b in late), hi - 3.0 * span)
     pad = max(0.08 * (hi - lo), 0.01 * abs(hi) + 0.5)
     lo, hi = lo - pad, hi + pad
-    if v.max() - v.min() > 3.0 * (hi - lo):                 # only when early points are far off
+    if v.max() - v.min() > 3.0 * (hi - lo):                 # only when points are far off
         ax.set_ylim(lo, hi)
-        ax.text(0.01, 0.01, "earlier points outside this range are clipped", transform=ax.transAxes,
-                fontsize=7, color="0.4", va="bottom")
+        below = [f"{label} ends at {b[-1]:.0f}" for _, b, label in shown if b[-1] < lo]
+        note = "points outside this range are clipped" + "".join(f"; {text}" for text in below)
+        ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=7, color="0.4", va="bottom", wrap=True)
 
 
 def plot_bound(history, path=None, title=None):
@@ -210,7 +218,7 @@ def plot_bound(history, path=None, title=None):
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     colours = [f"C{i % 10}" for i in range(len(runs))]
-    shown = []  # (samples, values) of every plotted point, for the y range
+    shown = []  # (samples, values, label) of every plotted curve, for the y range
     for run, colour in zip(runs, colours):
         if "samples" not in run or "train_elbo" not in run:
             raise ValueError(f"each history needs 'samples' and 'train_elbo'; got keys {sorted(run)}.")
@@ -229,7 +237,7 @@ def plot_bound(history, path=None, title=None):
             # Markers only when the curve has few points (e.g. a test set evaluated rarely).
             marker = "o" if keep.sum() <= 30 else None
             ax.plot(samples[keep], values[keep], style, color=colour, marker=marker, markersize=3, label=label)
-            shown.append((samples[keep], values[keep]))
+            shown.append((samples[keep], values[keep], label))
     ax.set_xscale("log")
     _focus_y(ax, shown)
     ax.set_xlabel("training samples evaluated")
@@ -532,7 +540,7 @@ def _comparison_grid(rows, path, ylabel, suptitle, panel_size=(3.2, 2.8)):
                     if keep.any():
                         line, = ax.plot(samples[keep], values[keep], style, color=colour, linewidth=1.2,
                                         label=f"{name} ({which})")
-                        shown.append((samples[keep], values[keep]))
+                        shown.append((samples[keep], values[keep], f"{name} ({which})"))
                         legend.setdefault(line.get_label(), line)
                         se = _as_curve(run, f"{which}_se", len(samples))
                         if se is not None and np.isfinite(se[keep]).any():
