@@ -22,7 +22,7 @@ from minivae.fast import FastPathWarning, eligibility, jit_enabled, kernels, wak
 from minivae.fast.eligibility import FastPathUnavailable, why_not_wake_sleep
 from minivae.fast.wakesleep import FastWakeSleep
 from minivae.gradcheck import relative_error
-from minivae.model import VAE
+from minivae.model import VAE, GaussianDecoder
 from minivae.optim import SGD, Adagrad
 from minivae.run.algorithms import build_step
 from minivae.run.config import Config
@@ -156,9 +156,9 @@ def _dim_the_dream(tree):
             node.value.elts[1] = ast.BinOp(ast.Constant(0.5), ast.Mult(), node.value.elts[1])
 
 
-def test_an_edited_dream_reaches_both_steps(monkeypatch, tmp_path):
-    """dream is shared: the fast step calls the readable function when it runs, so an edit (dreams of
-    half the brightness) trains on both paths alike, and the fast path stays on."""
+def test_an_edited_dream_trains_on_the_readable_path(monkeypatch, tmp_path):
+    """dream edited on a copy (dreams of half the brightness): one warning names it, and the readable
+    step trains on the edited dream."""
     x = np.random.default_rng(0).random((4, 6))
     wake, _ = _one_step_parts(x, 1)
     model, rng = _small(), np.random.default_rng(1)
@@ -166,10 +166,29 @@ def test_an_edited_dream_reaches_both_steps(monkeypatch, tmp_path):
     z, x_dream = dream(model, 4, rng)
     expected = wake + sleep_loss_and_grads(model, z, 0.5 * x_dream)
     monkeypatch.setattr(wakesleep, "dream", _copy_of(dream, _dim_the_dream, tmp_path))
-    assert why_not_wake_sleep(_small(), *_pair()) is None
-    for cls in (WakeSleep, FastWakeSleep):
-        loss = cls(_small(), *_pair())(x, None, np.random.default_rng(1)).loss
-        assert abs(loss - expected) <= 1e-12 * abs(expected), cls
+    with pytest.warns(FastPathWarning, match="minivae.baselines.wakesleep.dream is not the code") as record:
+        step = wake_sleep_step(_small(), *_pair())
+    assert type(step) is WakeSleep and len(record) == 1
+    assert step(x, None, np.random.default_rng(1)).loss == expected
+
+
+def test_an_edited_gaussian_sample_reaches_both_steps(monkeypatch, tmp_path):
+    """GaussianDecoder.sample is shared: the fast step calls it on the mean and log-variance it computes,
+    so an edit (dreams of half the brightness) trains on both paths alike, and the fast path stays on."""
+    def readable_loss(edited):
+        model = _small(decoder="gaussian")
+        with monkeypatch.context() as m:
+            if edited:
+                m.setattr(GaussianDecoder, "sample", _copy_of(GaussianDecoder.sample, _halve_what_it_returns,
+                                                              tmp_path))
+            return WakeSleep(model, *_pair())(x, None, np.random.default_rng(1)).loss
+    x = np.random.default_rng(0).random((4, 6))
+    before, expected = readable_loss(False), readable_loss(True)
+    assert abs(before - expected) > 0.1                         # the edit changes the sleep loss
+    monkeypatch.setattr(GaussianDecoder, "sample", _copy_of(GaussianDecoder.sample, _halve_what_it_returns, tmp_path))
+    assert why_not_wake_sleep(_small(decoder="gaussian"), *_pair()) is None
+    loss = FastWakeSleep(_small(decoder="gaussian"), *_pair())(x, None, np.random.default_rng(1)).loss
+    assert abs(loss - expected) <= 1e-12 * abs(expected)
 
 
 @pytest.mark.parametrize("change,reason", [
@@ -239,15 +258,17 @@ def test_a_step_agrees_in_float64(decoder, sigmoid_mean, L, optimizer):
 @pytest.mark.parametrize("L", [1, 2])
 def test_mostly_zero_data_and_dreams_take_the_sparse_products_and_agree(monkeypatch, L, sparse):
     """x with 15 % nonzero pixels and dreams with about 2 %: with sparse products, the wake encoder's
-    product with x and the sleep encoder's two products with the dream skip the zeros; with dense ones,
-    none does; both are the readable step to 1e-12."""
-    calls = {name: _Calls(getattr(kernels, name)) for name in ("sparse_matmul", "sparse_matmul_t")}
+    product with x (reading x's rows, no index: x is in one product) and the sleep encoder's two products
+    with the dream (through its index) skip the zeros; with dense ones, none does; both are the readable
+    step to 1e-12."""
+    calls = {name: _Calls(getattr(kernels, name)) for name in ("sparse_matmul_rows", "sparse_matmul",
+                                                               "sparse_matmul_t")}
     for name, spy in calls.items():
         monkeypatch.setattr(kernels, name, spy)
     args = ("bernoulli", True, L, "adagrad")
     kw = dict(density=0.15, dim_dreams=True, n_steps=3)
     _assert_same_steps(_ws_steps(False, *args, **kw), _ws_steps(True, *args, **kw, sparse_input=sparse), 1e-12)
-    assert (calls["sparse_matmul"].n, calls["sparse_matmul_t"].n) == ((6, 3) if sparse else (0, 0))
+    assert [spy.n for spy in calls.values()] == ([3, 3, 3] if sparse else [0, 0, 0])
 
 
 class _Calls:

@@ -107,21 +107,18 @@ _AEVB_ONLY = (
 )
 
 #: Every readable function the wake-sleep step (``WakeSleep.__call__``) calls whose arithmetic
-#: :class:`minivae.fast.wakesleep.FastWakeSleep` reproduces: its two phases, and the layers,
-#: likelihoods, input checks and optimisers it shares with the AEVB step.
+#: :class:`minivae.fast.wakesleep.FastWakeSleep` reproduces: its two phases and its dream, and the
+#: layers, likelihoods, input checks and optimisers it shares with the AEVB step.
 WAKE_SLEEP_REPLACED = (
     "minivae.baselines.wakesleep.WakeSleep.__call__", "minivae.baselines.wakesleep.wake_loss_and_grads",
-    "minivae.baselines.wakesleep.sleep_loss_and_grads",
+    "minivae.baselines.wakesleep.sleep_loss_and_grads", "minivae.baselines.wakesleep.dream",
+    "minivae.model.BernoulliDecoder.sample", "minivae.model.BernoulliDecoder.mean",
 ) + tuple(name for name in REPLACED if name not in _AEVB_ONLY)
 
 #: Readable functions the readable wake-sleep step calls that the fast one calls too: the noise,
-#: the parameter groups, and the dream (drawn by the readable code, so every binary draw compares
-#: the same uniform number with the same probability).
-WAKE_SLEEP_SHARED = SHARED + (
-    "minivae.model.VAE.theta", "minivae.model.VAE.phi", "minivae.baselines.wakesleep.dream",
-    "minivae.model.BernoulliDecoder.sample", "minivae.model.BernoulliDecoder.mean",
-    "minivae.model.GaussianDecoder.sample",
-)
+#: the parameter groups, and the Gaussian decoder's sample (its draws and arithmetic, on the mean
+#: and log-variance the fast step computes).
+WAKE_SLEEP_SHARED = SHARED + ("minivae.model.VAE.theta", "minivae.model.VAE.phi", "minivae.model.GaussianDecoder.sample")
 
 #: The file of the verified fingerprints (``python -m minivae.fast.eligibility --write``).
 VERIFIED_FILE = Path(__file__).with_name("verified.json")

@@ -229,12 +229,12 @@ class _Run:
     """One call of :func:`fast_loss_and_grads`: its checked inputs, its workspace and how it runs.
 
     ``sparse``: the products with x skip its zeros; then ``index`` is x's index (the one-thread step)
-    or None (the two-thread step reads x's rows and columns itself). ``compiled``: None, or
+    or None (the two-thread step, or ``indexed=False``: the products read x's rows and columns themselves). ``compiled``: None, or
     ``(pair.flags, blas)`` for the two-thread step's compiled calls (:mod:`minivae.fast.fused`).
     ``updates``: None, or the :class:`_Updates` applied during the backward pass.
     """
 
-    def __init__(self, model, x, eps, estimator, workspaces, sparse_input, pair):
+    def __init__(self, model, x, eps, estimator, workspaces, sparse_input, pair, indexed=True):
         x = _checked_x(model, x)
         eps = _checked_eps(model, eps, len(x))
         L, M, J = eps.shape
@@ -244,7 +244,7 @@ class _Run:
             x = ws.x
         self.model, self.ws, self.eps, self.pair = model, ws, eps, pair
         self.estimator_a = estimator == "A"
-        self.read(x, sparse_input)
+        self.read(x, sparse_input, indexed)
         self.dout = model.dtype.type(-1.0 / M)           # d loss / d elbo_i
         self.w = self.dout / L                           # d loss / d log p(x|z_l) for every l
         self.elbo = np.empty(M, model.dtype)             # (M,), new: the caller may keep it
@@ -256,13 +256,14 @@ class _Run:
         np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])      # [W_mu | W_lv]: both heads in one product
         np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
 
-    def read(self, x, sparse_input):
+    def read(self, x, sparse_input, indexed=True):
         """Take x (M, D), checked, in the model's dtype and C-contiguous, as the encoder's input: whether
-        its products skip its zeros (``sparse``), and its ``index`` for the one-thread step."""
+        its products skip its zeros (``sparse``), and its ``index`` for the one-thread step if
+        ``indexed`` (an x read by one product only, the wake phase's, is read faster without it)."""
         ws = self.ws
         self.x = x
         self.sparse = bool(sparse_input and ws.enc_layers and kernels.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
-        self.index = ws.sparse_index(x) if self.sparse and self.pair is None else None
+        self.index = ws.sparse_index(x) if self.sparse and self.pair is None and indexed else None
 
 
 # --- the forward pass: minivae.fast.forward, on one thread or on two ------------------------------------
@@ -274,7 +275,8 @@ def _forward(run):
     args = _forward_arguments(run)
     if run.pair is None:                                 # the output biases' gradients written at once
         db = [lin.grads["b"] for lin in ws.out_layers] + [None]
-        forward.forward_rows_python(None, None, True, run.index[0] if run.sparse else None, *args, db[0], db[1], 0, M)
+        rows = None if run.index is None else run.index[0]   # (None: the sparse product reads x's rows)
+        forward.forward_rows_python(None, None, True, rows, *args, db[0], db[1], 0, M)
         return
     compiled = run.compiled is not None and fused.compiled_forward(ws.enc_layers, ws.dec_layers, run.model.decoder.kind)
     split = run.pair.rows(_forward_half, (run, args, compiled), M, ws.forward_work >= PAIR_MIN_WORK, marked=compiled)
@@ -395,7 +397,7 @@ def _weight_gradient(run, lin, h_in, d_out, dx=None):
     if dx is not None:
         np.matmul(d_out, lin.params["W"].T, out=dx)
     if run.sparse and h_in is run.x:
-        if run.pair is None:
+        if run.index is not None:
             kernels.sparse_matmul_t(*run.index[1], d_out, lin.grads["W"])
         else:                                            # (no index of x is made with the pair)
             kernels.sparse_matmul_t_rows(run.x, d_out, lin.grads["W"], 0, len(lin.grads["W"]))
@@ -508,18 +510,19 @@ def _check_decay(weight_decay):
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
 
 
-def fast_update(optimizer, params, grads, weight_decay):
+def fast_update(optimizer, params, grads, weight_decay, views=None):
     """``optimizer.step(params, grads, weight_decay)`` with one fused pass per array.
 
     The bookkeeping is the readable ``Optimizer.step``'s (``t`` counts updates,
     state arrays from ``_slot`` under the same names), so the state round-trips
     through checkpoints and either path can continue the other's run. An array
     the kernels cannot take (not contiguous, mixed dtypes) gets the readable update.
+    ``views``: None, or a dict the caller keeps between steps (see :func:`_update_task`).
     """
     _check_decay(weight_decay)
     optimizer.t += 1
     for name, p in params.items():
-        _update_one(optimizer, name, p, grads[name], weight_decay)
+        _update_one(optimizer, name, p, grads[name], weight_decay, views)
 
 
 class FastAEVB(AEVB):
