@@ -26,7 +26,7 @@ from minivae.model import VAE, GaussianDecoder
 from minivae.optim import SGD, Adagrad
 from minivae.run.algorithms import build_step
 from minivae.run.config import Config
-from test_fast import (DECODER_IDS, DECODERS, OPTIMIZERS, _copy_of, _every_model, _halve_what_it_returns,
+from test_fast import (DECODER_IDS, DECODERS, OPTIMIZERS, _Calls, _copy_of, _every_model, _halve_what_it_returns,
                        _minivae_calls, _small)
 
 
@@ -271,17 +271,6 @@ def test_mostly_zero_data_and_dreams_take_the_sparse_products_and_agree(monkeypa
     assert [spy.n for spy in calls.values()] == ([3, 3, 3] if sparse else [0, 0, 0])
 
 
-class _Calls:
-    """Counts the calls of a kernel, and makes them."""
-
-    def __init__(self, kernel):
-        self.kernel, self.n = kernel, 0
-
-    def __call__(self, *args):
-        self.n += 1
-        return self.kernel(*args)
-
-
 @pytest.mark.parametrize("H", [(), (12, 8)], ids=["linear", "two-hidden"])
 @pytest.mark.parametrize("decoder,sigmoid_mean", DECODERS, ids=DECODER_IDS)
 def test_other_depths_agree(decoder, sigmoid_mean, H):
@@ -321,3 +310,27 @@ def test_a_non_finite_loss_changes_no_parameter_on_either_path(decoder, sigmoid_
         assert step.opt_theta.t == step.opt_phi.t == 0 and not step.opt_theta.state and not step.opt_phi.state
         for k in before:
             np.testing.assert_array_equal(model.params[k], before[k])
+
+
+def test_fit_with_the_fast_step_resumes_a_readable_wake_sleep_run(tmp_path):
+    """Checkpoints are the same for both steps: a wake-sleep run started readable continues fast to the
+    uninterrupted run's parameters, and records what the readable step resumed records (float64, 1e-12)."""
+    import shutil
+    from minivae.train import fit
+    rng = np.random.default_rng(0)
+    x, xt = rng.random((120, 12)), rng.random((40, 12))
+    kw = dict(M=10, seed=3, eval_points=3, progress=False)
+    whole = VAE(12, 6, 2, random_state=1)
+    fit(whole, WakeSleep(whole, *_pair(), weight_decay=1 / 120), x, xt, samples=300, **kw)
+    part = VAE(12, 6, 2, random_state=1)
+    fit(part, WakeSleep(part, *_pair(), weight_decay=1 / 120), x, xt, samples=150, checkpoint=tmp_path / "a.npz", **kw)
+    shutil.copy(tmp_path / "a.npz", tmp_path / "b.npz")
+    histories = []
+    for step_class, ck in ((WakeSleep, "a.npz"), (FastWakeSleep, "b.npz")):
+        resumed = VAE(12, 6, 2, random_state=7)
+        histories.append(fit(resumed, step_class(resumed, *_pair(), weight_decay=1 / 120), x, xt, samples=300,
+                             checkpoint=tmp_path / ck, resume=True, **kw))
+    for name in whole.params:                                    # (resumed: the fast one)
+        assert relative_error(whole.params[name], resumed.params[name]) < 1e-12, name
+    assert histories[0]["samples"] == histories[1]["samples"]
+    assert relative_error(np.array(histories[0]["test_elbo"]), np.array(histories[1]["test_elbo"])) < 1e-12

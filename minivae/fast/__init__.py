@@ -1,4 +1,4 @@
-"""The fast path: a twin of the readable AEVB step, beside it and never inside it.
+"""The fast path: twins of the readable AEVB and wake-sleep steps, beside them and never inside them.
 
 Nothing in the readable modules (layers, estimator, model, optim, steps, train)
 imports this package; it imports them. The command line uses it for
@@ -14,6 +14,9 @@ what the readable step would (:func:`minivae.fast.eligibility.why_not`), and
 otherwise the readable :class:`minivae.steps.AEVB` with one
 :class:`FastPathWarning` naming the reason: an edited or replaced readable
 function, a subclass, an unsupported layer, Numba's JIT switched off.
+:func:`wake_sleep_step` does the same for the wake-sleep baseline
+(:class:`FastWakeSleep`, or :class:`minivae.baselines.wakesleep.WakeSleep`),
+by :func:`minivae.fast.eligibility.why_not_wake_sleep`.
 
 The twins
 ---------

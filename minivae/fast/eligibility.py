@@ -25,6 +25,11 @@ and the fingerprints are recorded again::
 
     python -m minivae.fast.eligibility           # which fingerprints differ from the code as it stands
     python -m minivae.fast.eligibility --write   # record the code as it stands in verified.json
+
+The fast wake-sleep step (:mod:`minivae.fast.wakesleep`) has its own list,
+:data:`WAKE_SLEEP_REPLACED` (what ``WakeSleep.__call__`` calls, less :data:`WAKE_SLEEP_SHARED`),
+and its own table in ``verified.json``; :func:`why_not_wake_sleep` is its rule, so an edit to a
+function only the AEVB step runs leaves it on, and the other way round.
 """
 
 from __future__ import annotations
