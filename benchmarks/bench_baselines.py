@@ -1,11 +1,11 @@
-"""Samples/s of one training step of AEVB (readable and fast), wake-sleep and MCEM, in two checkouts.
+"""Samples/s of one training step of AEVB and wake-sleep (readable and fast) and MCEM, in two checkouts.
 
     python benchmarks/bench_baselines.py OLD_TREE NEW_TREE [--rounds 3] [--dtype float32]
 
 The paper's settings: real MNIST grey levels (``MINIVAE_DATA``), M = 100, L = 1,
-Adagrad 0.02, weight decay 1/N; Figure 3's 784-100-3 model for all four steps, with
+Adagrad 0.02, weight decay 1/N; Figure 3's 784-100-3 model for every step, with
 MCEM as ``MCEM``'s defaults run it (10 leapfrog steps, 5 updates of theta per E-step),
-and Figure 2's 784-500-20 for AEVB and wake-sleep. Each round runs one fresh process
+and Figure 2's 784-500-20 for AEVB and wake-sleep (readable and fast). Each round runs one fresh process
 per tree, alternately (old, new, old, new, ...); each process times ``--repeat`` x
 ``--steps`` steps of every contender in turn, after a warm-up, with BLAS and Numba on
 one thread and the process's CPU time (so waiting for a core on a shared machine does
@@ -17,7 +17,8 @@ at 1 or more. The rows ``products-<step>`` time the large matrix products of tha
 of theta of 3), so their column "x/AEVB" is the most any implementation of the same algorithm
 on one BLAS thread could reach. One JSON line of every number ends the output.
 
-A tree without ``minivae.fast`` (or with Numba's JIT off) skips the fast rows.
+The fast rows are AEVB's and wake-sleep's fused twins (``FastAEVB``, ``FastWakeSleep``); a tree
+without one (or with Numba's JIT off) skips its row.
 """
 
 import argparse
@@ -52,19 +53,26 @@ def build(name, model):
         return FastAEVB(model, Adagrad(0.02), "B", 1, wd)
     if name == "wake-sleep":
         return WakeSleep(model, Adagrad(0.02), Adagrad(0.02), wd)
+    if name == "wake-sleep-fast":
+        from minivae.fast.wakesleep import FastWakeSleep
+        return FastWakeSleep(model, Adagrad(0.02), Adagrad(0.02), wd)
     return MCEM(model, Adagrad(0.02), n_data=N, weight_decay=wd)
 
-contenders = [(name, H, J) for H, J, names in ((100, 3, ("aevb", "aevb-fast", "wake-sleep", "mcem")),
-                                                (500, 20, ("aevb", "aevb-fast", "wake-sleep")))
+contenders = [(name, H, J) for H, J, names in (
+                  (100, 3, ("aevb", "aevb-fast", "wake-sleep", "wake-sleep-fast", "mcem")),
+                  (500, 20, ("aevb", "aevb-fast", "wake-sleep", "wake-sleep-fast")))
               for name in names]
+fast = {}                                        # fast contender -> whether this tree runs it
 try:
     from minivae.fast import jit_enabled
-    fast = jit_enabled()
+    fast["aevb-fast"] = jit_enabled()
+    import minivae.fast.wakesleep  # noqa: F401
+    fast["wake-sleep-fast"] = jit_enabled()
 except ImportError:
-    fast = False
+    pass
 runs = []
 for name, H, J in contenders:
-    if name == "aevb-fast" and not fast:
+    if name in ("aevb-fast", "wake-sleep-fast") and not fast.get(name, False):
         continue
     step, rng = build(name, VAE(784, H, J, dtype=dtype, random_state=0)), np.random.default_rng(0)
     def run(j, step=step, rng=rng):

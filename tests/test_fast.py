@@ -144,7 +144,7 @@ def _qualified_names(module):
     for obj in vars(module).values():
         members = vars(obj).values() if inspect.isclass(obj) and obj.__module__ == module.__name__ else [obj]
         for member in members:
-            func = getattr(member, "__func__", member)                  # (a staticmethod or classmethod)
+            func = getattr(member, "__func__", getattr(member, "fget", member))  # (static, class method; property)
             if inspect.isfunction(func) and func.__module__ == module.__name__:
                 add(func.__code__, f"{module.__name__}.{func.__qualname__}")
     return names

@@ -1,4 +1,4 @@
-"""The fast path: a twin of the readable AEVB step, beside it and never inside it.
+"""The fast path: twins of the readable AEVB and wake-sleep steps, beside them and never inside them.
 
 Nothing in the readable modules (layers, estimator, model, optim, steps, train)
 imports this package; it imports them. The command line uses it for
@@ -14,6 +14,9 @@ what the readable step would (:func:`minivae.fast.eligibility.why_not`), and
 otherwise the readable :class:`minivae.steps.AEVB` with one
 :class:`FastPathWarning` naming the reason: an edited or replaced readable
 function, a subclass, an unsupported layer, Numba's JIT switched off.
+:func:`wake_sleep_step` does the same for the wake-sleep baseline
+(:class:`FastWakeSleep`, or :class:`minivae.baselines.wakesleep.WakeSleep`),
+by :func:`minivae.fast.eligibility.why_not_wake_sleep`.
 
 The twins
 ---------
@@ -109,7 +112,8 @@ import warnings
 
 from ..steps import AEVB
 
-__all__ = ["aevb_step", "FastAEVB", "FastPathWarning", "FastPathUnavailable", "why_not", "jit_enabled"]
+__all__ = ["aevb_step", "wake_sleep_step", "FastAEVB", "FastWakeSleep", "FastPathWarning", "FastPathUnavailable",
+           "why_not", "jit_enabled"]
 
 
 class FastPathWarning(UserWarning):
@@ -125,6 +129,9 @@ def __getattr__(name):
     if name == "FastAEVB":                    # imported on first use: loading it compiles nothing, but loads Numba
         from .step import FastAEVB
         return FastAEVB
+    if name == "FastWakeSleep":
+        from .wakesleep import FastWakeSleep
+        return FastWakeSleep
     if name in ("FastPathUnavailable", "why_not"):   # (so python -m minivae.fast.eligibility runs it only once)
         from . import eligibility
         return getattr(eligibility, name)
@@ -149,12 +156,45 @@ def aevb_step(model, optimizer, estimator="B", L=1, weight_decay=0.0, fast=True)
     """
     if fast:
         from .eligibility import why_not
-        reason = why_not(model, optimizer)
-        if reason is None and not jit_enabled():
-            reason = "Numba's JIT is disabled (NUMBA_DISABLE_JIT), so the kernels would run as slow Python"
+        reason = _refusal(why_not(model, optimizer))
         if reason is None:
             from .step import FastAEVB
             return FastAEVB(model, optimizer, estimator, L, weight_decay)
-        warnings.warn(f"the fast path is off: {reason}; training runs the readable NumPy code.",
-                      FastPathWarning, stacklevel=2)
     return AEVB(model, optimizer, estimator, L, weight_decay)
+
+
+def wake_sleep_step(model, opt_theta, opt_phi, weight_decay=0.0, L=1, fast=True):
+    """The wake-sleep step for ``model``: the fast twin where it is exact, else the readable one.
+
+    Parameters
+    ----------
+    model, opt_theta, opt_phi, weight_decay, L
+        As for :class:`minivae.baselines.wakesleep.WakeSleep`.
+    fast : bool
+        False always gives the readable step (no warning).
+
+    Returns
+    -------
+    FastWakeSleep or minivae.baselines.wakesleep.WakeSleep
+        With one :class:`FastPathWarning` naming the reason when ``fast`` was
+        asked for and the readable step is returned.
+    """
+    from ..baselines.wakesleep import WakeSleep
+    if fast:
+        from .eligibility import why_not_wake_sleep
+        reason = _refusal(why_not_wake_sleep(model, opt_theta, opt_phi), stacklevel=3)
+        if reason is None:
+            from .wakesleep import FastWakeSleep
+            return FastWakeSleep(model, opt_theta, opt_phi, weight_decay, L)
+    return WakeSleep(model, opt_theta, opt_phi, weight_decay, L)
+
+
+def _refusal(reason, stacklevel=3):
+    """``reason`` (from the eligibility check), or Numba's JIT being off; if there is one, the one
+    :class:`FastPathWarning` that names it, for the caller of the step's builder."""
+    if reason is None and not jit_enabled():
+        reason = "Numba's JIT is disabled (NUMBA_DISABLE_JIT), so the kernels would run as slow Python"
+    if reason is not None:
+        warnings.warn(f"the fast path is off: {reason}; training runs the readable NumPy code.",
+                      FastPathWarning, stacklevel=stacklevel)
+    return reason

@@ -25,6 +25,11 @@ and the fingerprints are recorded again::
 
     python -m minivae.fast.eligibility           # which fingerprints differ from the code as it stands
     python -m minivae.fast.eligibility --write   # record the code as it stands in verified.json
+
+The fast wake-sleep step (:mod:`minivae.fast.wakesleep`) has its own list,
+:data:`WAKE_SLEEP_REPLACED` (what ``WakeSleep.__call__`` calls, less :data:`WAKE_SLEEP_SHARED`),
+and its own table in ``verified.json``; :func:`why_not_wake_sleep` is its rule, so an edit to a
+function only the AEVB step runs leaves it on, and the other way round.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from pathlib import Path
 from .. import layers, model as model_module, optim
 
 __all__ = ["FastPathUnavailable", "why_not", "why_not_evaluate", "fingerprint", "current_fingerprints", "REPLACED",
-           "EVAL_REPLACED", "SHARED", "VERIFIED", "EVAL_VERIFIED", "VERIFIED_FILE", "layer_pairs"]
+           "EVAL_REPLACED", "SHARED", "VERIFIED", "EVAL_VERIFIED", "VERIFIED_FILE", "layer_pairs",
+           "why_not_wake_sleep", "WAKE_SLEEP_REPLACED", "WAKE_SLEEP_SHARED", "WAKE_SLEEP_VERIFIED"]
 
 
 class FastPathUnavailable(ValueError):
@@ -95,17 +101,51 @@ EVAL_REPLACED = (
 #: both paths alike, so none is fingerprinted.
 SHARED = ("minivae.model.VAE.sample_eps", "minivae.utils.as_generator")
 
+#: What :data:`REPLACED` holds for AEVB alone: the wake-sleep step runs none of it.
+_AEVB_ONLY = (
+    "minivae.estimator.check_estimator", "minivae.estimator.reparameterize_backward",
+    "minivae.estimator.kl_standard_normal", "minivae.estimator.kl_standard_normal_grad",
+    "minivae.estimator.log_standard_normal_grad",
+    "minivae.estimator.estimator_a", "minivae.estimator.estimator_a_backward",
+    "minivae.estimator.estimator_b", "minivae.estimator.estimator_b_backward",
+    "minivae.model.VAE._forward", "minivae.model.VAE.loss_and_grads", "minivae.steps.AEVB.__call__",
+)
+
+#: Every readable function the wake-sleep step (``WakeSleep.__call__``) calls whose arithmetic
+#: :class:`minivae.fast.wakesleep.FastWakeSleep` reproduces: its two phases and its dream, and the
+#: layers, likelihoods, input checks and optimisers it shares with the AEVB step.
+WAKE_SLEEP_REPLACED = (
+    "minivae.baselines.wakesleep.WakeSleep.__call__", "minivae.baselines.wakesleep.wake_loss_and_grads",
+    "minivae.baselines.wakesleep.sleep_loss_and_grads", "minivae.baselines.wakesleep.dream",
+    "minivae.model.BernoulliDecoder.sample", "minivae.model.BernoulliDecoder.mean",
+) + tuple(name for name in REPLACED if name not in _AEVB_ONLY)
+
+#: Readable functions the readable wake-sleep step calls that the fast one calls too: the noise,
+#: the parameter groups, and the Gaussian decoder's sample (its draws and arithmetic, on the mean
+#: and log-variance the fast step computes).
+WAKE_SLEEP_SHARED = SHARED + ("minivae.model.VAE.theta", "minivae.model.VAE.phi", "minivae.model.GaussianDecoder.sample")
+
 #: The file of the verified fingerprints (``python -m minivae.fast.eligibility --write``).
 VERIFIED_FILE = Path(__file__).with_name("verified.json")
 
 
+_TABLE_NAMES = ("step", "evaluation", "wake-sleep")
+
+
 def _read_verified():
-    """{"step": {...}, "evaluation": {...}} from :data:`VERIFIED_FILE`; empty tables if it cannot be read."""
+    """{"step": {...}, "evaluation": {...}, "wake-sleep": {...}} from :data:`VERIFIED_FILE`; an empty
+    table for each that cannot be read."""
     try:
         tables = json.loads(VERIFIED_FILE.read_text())
-        return {"step": dict(tables["step"]), "evaluation": dict(tables["evaluation"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {"step": {}, "evaluation": {}}
+    except (OSError, ValueError):
+        tables = {}
+    out = {}
+    for name in _TABLE_NAMES:
+        try:
+            out[name] = dict(tables[name])
+        except (KeyError, TypeError, ValueError):
+            out[name] = {}
+    return out
 
 
 _TABLES = _read_verified()
@@ -113,6 +153,8 @@ _TABLES = _read_verified()
 VERIFIED = _TABLES["step"]
 #: Fingerprints of :data:`EVAL_REPLACED` as verified against the fast evaluation.
 EVAL_VERIFIED = _TABLES["evaluation"]
+#: Fingerprints of :data:`WAKE_SLEEP_REPLACED` as verified against the fast wake-sleep step.
+WAKE_SLEEP_VERIFIED = _TABLES["wake-sleep"]
 
 _SUPPORTED_OPTIMIZERS = (optim.SGD, optim.Adagrad, optim.Adam)
 _ACTIVATION_TYPES = tuple(layers.ACTIVATIONS.values())
@@ -266,6 +308,19 @@ def _trunk_reason(trunk, where):
 
 def why_not(model, optimizer=None):
     """The reason the fast path cannot run this model (and optimiser) exactly, or None if it can."""
+    return _structure_reason(model, () if optimizer is None else (optimizer,)) or _edited(REPLACED, VERIFIED)
+
+
+def why_not_wake_sleep(model, opt_theta, opt_phi):
+    """The reason the fast wake-sleep step cannot run this model and its two optimisers exactly, or None:
+    the model and both optimisers as :func:`why_not` asks, and the functions of
+    :data:`WAKE_SLEEP_REPLACED` the code the fast step was verified against."""
+    return _structure_reason(model, (opt_theta, opt_phi)) or _edited(WAKE_SLEEP_REPLACED, WAKE_SLEEP_VERIFIED)
+
+
+def _structure_reason(model, optimizers):
+    """The reason the model (library classes, supported layers, no instance methods, one dtype) or one
+    of the optimisers is not what the fast path computes, or None."""
     m = model_module
     if type(model) is not m.VAE:
         return f"the model is a {type(model).__name__}, not the library's VAE"
@@ -289,7 +344,7 @@ def why_not(model, optimizer=None):
     objects = [("the model", model), ("the encoder", enc), ("the decoder", dec)]
     objects += [(f"a layer ({type(layer).__name__})", layer) for t in (enc.trunk, dec.trunk) for layer in t.layers]
     objects += [(f"an output layer", h) for h in heads]
-    if optimizer is not None:
+    for optimizer in optimizers:
         if type(optimizer) not in _SUPPORTED_OPTIMIZERS:
             return f"the optimiser is a {type(optimizer).__name__}, not the library's SGD, Adagrad or Adam"
         objects.append(("the optimiser", optimizer))
@@ -301,7 +356,7 @@ def why_not(model, optimizer=None):
         g = model.grads.get(name)
         if p.dtype != model.dtype or g is None or g.dtype != model.dtype:
             return f"parameter {name} or its gradient is not of the model's dtype {model.dtype}"
-    return _edited(REPLACED, VERIFIED)
+    return None
 
 
 def why_not_evaluate(model):
@@ -317,7 +372,8 @@ def main(argv=None):
     parser.add_argument("--write", action="store_true",
                         help="record the code as it stands (after checking the fast path against it)")
     args = parser.parse_args(argv)
-    now = {"step": current_fingerprints(REPLACED), "evaluation": current_fingerprints(EVAL_REPLACED)}
+    now = {"step": current_fingerprints(REPLACED), "evaluation": current_fingerprints(EVAL_REPLACED),
+           "wake-sleep": current_fingerprints(WAKE_SLEEP_REPLACED)}
     missing = [name for table in now.values() for name, value in table.items() if value is None]
     if missing:
         print(f"no source to fingerprint for {', '.join(missing)}")

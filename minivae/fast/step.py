@@ -229,12 +229,12 @@ class _Run:
     """One call of :func:`fast_loss_and_grads`: its checked inputs, its workspace and how it runs.
 
     ``sparse``: the products with x skip its zeros; then ``index`` is x's index (the one-thread step)
-    or None (the two-thread step reads x's rows and columns itself). ``compiled``: None, or
+    or None (the two-thread step, or ``indexed=False``: the products read x's rows and columns themselves). ``compiled``: None, or
     ``(pair.flags, blas)`` for the two-thread step's compiled calls (:mod:`minivae.fast.fused`).
     ``updates``: None, or the :class:`_Updates` applied during the backward pass.
     """
 
-    def __init__(self, model, x, eps, estimator, workspaces, sparse_input, pair):
+    def __init__(self, model, x, eps, estimator, workspaces, sparse_input, pair, indexed=True):
         x = _checked_x(model, x)
         eps = _checked_eps(model, eps, len(x))
         L, M, J = eps.shape
@@ -242,10 +242,9 @@ class _Run:
         if x.dtype != model.dtype or not x.flags.c_contiguous:
             np.copyto(ws.x, x)
             x = ws.x
-        self.model, self.ws, self.x, self.eps, self.pair = model, ws, x, eps, pair
+        self.model, self.ws, self.eps, self.pair = model, ws, eps, pair
         self.estimator_a = estimator == "A"
-        self.sparse = bool(sparse_input and ws.enc_layers and kernels.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
-        self.index = ws.sparse_index(x) if self.sparse and pair is None else None
+        self.read(x, sparse_input, indexed)
         self.dout = model.dtype.type(-1.0 / M)           # d loss / d elbo_i
         self.w = self.dout / L                           # d loss / d log p(x|z_l) for every l
         self.elbo = np.empty(M, model.dtype)             # (M,), new: the caller may keep it
@@ -257,6 +256,15 @@ class _Run:
         np.copyto(ws.W_heads[:, :J], enc.mu.params["W"])      # [W_mu | W_lv]: both heads in one product
         np.copyto(ws.W_heads[:, J:], enc.log_var.params["W"])
 
+    def read(self, x, sparse_input, indexed=True):
+        """Take x (M, D), checked, in the model's dtype and C-contiguous, as the encoder's input: whether
+        its products skip its zeros (``sparse``), and its ``index`` for the one-thread step if
+        ``indexed`` (an x read by one product only, the wake phase's, is read faster without it)."""
+        ws = self.ws
+        self.x = x
+        self.sparse = bool(sparse_input and ws.enc_layers and kernels.count_nonzero(x) <= SPARSE_MAX_DENSITY * x.size)
+        self.index = ws.sparse_index(x) if self.sparse and self.pair is None and indexed else None
+
 
 # --- the forward pass: minivae.fast.forward, on one thread or on two ------------------------------------
 
@@ -267,7 +275,8 @@ def _forward(run):
     args = _forward_arguments(run)
     if run.pair is None:                                 # the output biases' gradients written at once
         db = [lin.grads["b"] for lin in ws.out_layers] + [None]
-        forward.forward_rows_python(None, None, True, run.index[0] if run.sparse else None, *args, db[0], db[1], 0, M)
+        rows = None if run.index is None else run.index[0]   # (None: the sparse product reads x's rows)
+        forward.forward_rows_python(None, None, True, rows, *args, db[0], db[1], 0, M)
         return
     compiled = run.compiled is not None and fused.compiled_forward(ws.enc_layers, ws.dec_layers, run.model.decoder.kind)
     split = run.pair.rows(_forward_half, (run, args, compiled), M, ws.forward_work >= PAIR_MIN_WORK, marked=compiled)
@@ -312,31 +321,45 @@ def _forward_arguments(run):
 # --- the backward pass, the update of each array right after its gradient -----------------------------
 
 def _backward(run):
-    """From the likelihood's gradient (``ws.out_da``) back to the encoder's first layer: each weight's
-    gradient (:func:`_weight_gradient`), through the decoder, z and the KL, and the encoder."""
-    model, ws, x = run.model, run.ws, run.x
-    enc, dec = model.encoder, model.decoder
-    enc_layers, dec_layers = ws.enc_layers, ws.dec_layers
-    J = model.J
-    h_enc = ws.enc_h[-1] if enc_layers else x
+    """From the likelihood's gradient (``ws.out_da``) back to the encoder's first layer: the decoder
+    (:func:`_backward_decoder`), z and the KL, then the encoder (:func:`_backward_encoder`)."""
+    ws, enc = run.ws, run.model.encoder
+    _backward_decoder(run, ws.dz)
+    # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var]
+    kernels.reparameterize_kl_backward(ws.dz, run.eps, ws.heads, ws.z, run.dout, run.w, run.estimator_a,
+                                       ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
+    _backward_encoder(run)
+    if run.updates is not None and run.updates.done != len(run.model.params):   # a parameter beyond these
+        raise RuntimeError(f"the fused update reached {run.updates.done} of {len(run.model.params)} parameters.")
+
+
+def _backward_decoder(run, dz):
+    """The decoder's backward pass from the likelihood's gradient (``ws.out_da``, and ``ws.out_da2``):
+    each weight's gradient (:func:`_weight_gradient`), and the gradient reaching z written into ``dz``
+    ((L*M, J); None: not wanted, as the wake phase of wake-sleep, where z is data)."""
+    ws, dec = run.ws, run.model.decoder
+    dec_layers = ws.dec_layers
     h_dec = ws.dec_h[-1] if dec_layers else ws.z
-    dh = ws.dec_dh[-1] if dec_layers else ws.dz          # gradient reaching h_dec
+    dh = ws.dec_dh[-1] if dec_layers else dz             # gradient reaching h_dec
     if dec.kind == "bernoulli":
         _weight_gradient(run, dec.logits, h_dec, ws.out_da, dh)
     else:
         _weight_gradient(run, dec.mean_layer, h_dec, ws.out_da, dh)
-        _weight_gradient(run, dec.log_var, h_dec, ws.out_da2, ws.dh_tmp)
-        dh += ws.dh_tmp                                  # two paths meet at h
-
-    # decoder trunk, backward
+        _weight_gradient(run, dec.log_var, h_dec, ws.out_da2, None if dh is None else ws.dh_tmp)
+        if dh is not None:
+            dh += ws.dh_tmp                              # two paths meet at h
     for k in reversed(range(len(dec_layers))):
         lin, act = dec_layers[k]
         _act_backward(run, ws.dec_dh[k], ws.dec_a[k], ws.dec_h[k], act, ws.dec_da[k], lin.grads["b"])
-        _weight_gradient(run, lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else ws.dz)
+        _weight_gradient(run, lin, ws.dec_h[k - 1] if k else ws.z, ws.dec_da[k], ws.dec_dh[k - 1] if k else dz)
 
-    # through z and the KL (or log p(z) - log q(z|x)) to [mu | log_var], then the encoder
-    kernels.reparameterize_kl_backward(ws.dz, run.eps, ws.heads, ws.z, run.dout, run.w, run.estimator_a,
-                                       ws.dheads, enc.mu.grads["b"], enc.log_var.grads["b"])
+
+def _backward_encoder(run):
+    """The encoder's backward pass from ``ws.dheads`` = [dmu | dlog_var] (M, 2J), the heads' bias
+    gradients already written: the heads' weight gradients, then each hidden layer's down to x."""
+    ws, enc, x = run.ws, run.model.encoder, run.x
+    enc_layers, J = ws.enc_layers, run.model.J
+    h_enc = ws.enc_h[-1] if enc_layers else x
     np.matmul(h_enc.T, ws.dheads, out=ws.gW_heads)       # (H, 2J)
     np.copyto(enc.mu.grads["W"], ws.gW_heads[:, :J])
     np.copyto(enc.log_var.grads["W"], ws.gW_heads[:, J:])
@@ -350,8 +373,6 @@ def _backward(run):
         lin, act = enc_layers[k]
         _act_backward(run, ws.enc_dh[k], ws.enc_a[k], ws.enc_h[k], act, ws.enc_da[k], lin.grads["b"])
         _weight_gradient(run, lin, ws.enc_h[k - 1] if k else x, ws.enc_da[k], ws.enc_dh[k - 1] if k else None)
-    if run.updates is not None and run.updates.done != len(model.params):   # a parameter the model has beyond these
-        raise RuntimeError(f"the fused update reached {run.updates.done} of {len(model.params)} parameters.")
 
 
 def _act_backward(run, dh, a, h, act, da, db):
@@ -376,7 +397,7 @@ def _weight_gradient(run, lin, h_in, d_out, dx=None):
     if dx is not None:
         np.matmul(d_out, lin.params["W"].T, out=dx)
     if run.sparse and h_in is run.x:
-        if run.pair is None:
+        if run.index is not None:
             kernels.sparse_matmul_t(*run.index[1], d_out, lin.grads["W"])
         else:                                            # (no index of x is made with the pair)
             kernels.sparse_matmul_t_rows(run.x, d_out, lin.grads["W"], 0, len(lin.grads["W"]))
@@ -489,18 +510,19 @@ def _check_decay(weight_decay):
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay}.")
 
 
-def fast_update(optimizer, params, grads, weight_decay):
+def fast_update(optimizer, params, grads, weight_decay, views=None):
     """``optimizer.step(params, grads, weight_decay)`` with one fused pass per array.
 
     The bookkeeping is the readable ``Optimizer.step``'s (``t`` counts updates,
     state arrays from ``_slot`` under the same names), so the state round-trips
     through checkpoints and either path can continue the other's run. An array
     the kernels cannot take (not contiguous, mixed dtypes) gets the readable update.
+    ``views``: None, or a dict the caller keeps between steps (see :func:`_update_task`).
     """
     _check_decay(weight_decay)
     optimizer.t += 1
     for name, p in params.items():
-        _update_one(optimizer, name, p, grads[name], weight_decay)
+        _update_one(optimizer, name, p, grads[name], weight_decay, views)
 
 
 class FastAEVB(AEVB):

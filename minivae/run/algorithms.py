@@ -10,7 +10,9 @@ Each entry maps a name (as ``--algorithm`` and ``config.json`` spell it) to an
     for the model (:func:`minivae.fast.aevb_step`).
 ``wake-sleep``
     :class:`minivae.baselines.wakesleep.WakeSleep`: two optimisers of ``cfg.optimizer``
-    with the same ``cfg.lr`` ("Adagrad step sizes for all algorithms").
+    with the same ``cfg.lr`` ("Adagrad step sizes for all algorithms"), or its fused twin
+    :class:`minivae.fast.FastWakeSleep` when ``fast`` and the fast path is exact for the
+    model (:func:`minivae.fast.wake_sleep_step`).
 ``mcem``
     Monte-Carlo EM with an HMC E-step (Appendix E), :class:`minivae.baselines.mcem.MCEM`:
     theta only, one optimiser.
@@ -19,7 +21,7 @@ All of them apply the N(0, I) parameter prior as weight decay 1/N when
 ``cfg.weight_decay`` is on, as the paper does for every algorithm. The builders
 import their step's module only when called, so importing this list (the
 configuration does, to validate ``algorithm``) loads no step, and the fast
-path is loaded only by whoever builds a fast AEVB step.
+path is loaded only by whoever builds a fast AEVB or wake-sleep step.
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ def _aevb(cfg, model, N, fast):
 
 def _wake_sleep(cfg, model, N, fast):
     from ..optim import make_optimizer
+    opt_theta, opt_phi = make_optimizer(cfg.optimizer, cfg.lr), make_optimizer(cfg.optimizer, cfg.lr)
+    if fast:
+        from ..fast import wake_sleep_step
+        return wake_sleep_step(model, opt_theta, opt_phi, weight_decay=_weight_decay(cfg, N), L=cfg.L)
     from ..baselines.wakesleep import WakeSleep
-    return WakeSleep(model, make_optimizer(cfg.optimizer, cfg.lr), make_optimizer(cfg.optimizer, cfg.lr),
-                     weight_decay=_weight_decay(cfg, N), L=cfg.L)
+    return WakeSleep(model, opt_theta, opt_phi, weight_decay=_weight_decay(cfg, N), L=cfg.L)
 
 
 def _mcem(cfg, model, N, fast):

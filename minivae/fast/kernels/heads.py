@@ -70,7 +70,8 @@ def bernoulli_head(a, b, x, w, ll, da, db):
     """
     R = a.shape[0]
     if a.size < PARALLEL_MIN_SIZE:
-        db[:] = 0.0
+        for j in range(db.shape[0]):         # (a loop: db[:] = 0.0 would start the thread pool for D numbers)
+            db[j] = 0.0
         _bernoulli_rows(a, b, x, w, ll, da, db, 0, R)
     else:
         nc = _n_chunks(R)
@@ -139,8 +140,9 @@ def gaussian_head(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv
     """
     R, D = am.shape
     if am.size < PARALLEL_MIN_SIZE:
-        dbm[:] = 0.0
-        dblv[:] = 0.0
+        for j in range(D):                   # (a loop: dbm[:] = 0.0 would start the thread pool for D numbers)
+            dbm[j] = 0.0
+            dblv[j] = 0.0
         _gaussian_rows(am, bm, alv, blv, x, sigmoid_mean, w, ll, dam, dalv, dbm, dblv, 0, R)
     else:
         nc = _n_chunks(R)
