@@ -184,8 +184,16 @@ def linear_gaussian_part(args):
     return results
 
 
+def load_run(run, images):
+    """A run directory's config and trained model (as `minivae evaluate` reads them), and its first
+    ``images`` training images (of the run's training set) and test images: [("train", x), ("test", x)]."""
+    from minivae.run.cli import _load_run
+    cfg, data, model = _load_run(run)
+    x_train = data.x_train[:cfg.train_size] if cfg.train_size else data.x_train
+    return cfg, model, [("train", x_train[:images]), ("test", data.x_test[:images])]
+
+
 def trained_part(args):
-    from minivae.run.cli import _load_run          # a run directory's config, data and model, as `minivae evaluate` reads them
     print(f"Appendix D estimate minus importance-sampled log p(x) (K = {args.K}), the first {args.images} "
           "training and test images of each run:\n")
     print(row(["run", "images", "estimate", "start", "mean (nats)", "minus IS, encoder: bias ± se (sd; min, max)",
@@ -193,9 +201,8 @@ def trained_part(args):
     print(row(["---"] * 8))
     results = []
     for run in args.runs:
-        cfg, data, model = _load_run(run)
-        x_train = data.x_train[:cfg.train_size] if cfg.train_size else data.x_train
-        for which, x in (("train", x_train[:args.images]), ("test", data.x_test[:args.images])):
+        cfg, model, sets = load_run(run, args.images)
+        for which, x in sets:
             rng = np.random.default_rng(args.seed)
             refs, ms = {}, {}
             if cfg.algorithm != "mcem":                # MCEM trains no encoder
@@ -231,12 +238,10 @@ def trained_part(args):
 
 
 def paired_part(args):
-    from minivae.run.cli import _load_run
     per_image = {}                                   # (run, set) -> (M,) estimates
     for run in args.runs:
-        cfg, data, model = _load_run(run)
-        x_train = data.x_train[:cfg.train_size] if cfg.train_size else data.x_train
-        for which, x in (("train", x_train[:args.images]), ("test", data.x_test[:args.images])):
+        _, model, sets = load_run(run, args.images)
+        for which, x in sets:
             t = time.perf_counter()
             per_image[run, which] = appendix_d(model, x, np.random.default_rng(args.seed))
             print(f"{run}: {which} {per_image[run, which].mean():.2f} ({len(x)} images, "
